@@ -1,0 +1,66 @@
+//! The diagnostics function's handlers. Each is free of transport: it takes a
+//! typed message and returns the messages it wants published.
+
+use std::time::Duration;
+
+use stratus_contracts::message_types::diag;
+use stratus_messaging::{Effects, Envelope, HandlerError, Handlers, emit};
+
+pub fn handlers() -> Handlers {
+    Handlers::new()
+        .on(diag::NOOP, |_env: Envelope, _: diag::Noop| async { Ok(Effects::new()) })
+        .on(diag::ECHO, echo)
+        .on(diag::FAIL, fail)
+        .on(diag::SLEEP, |_env: Envelope, body: diag::Sleep| async move {
+            tokio::time::sleep(Duration::from_millis(body.millis)).await;
+            Ok(Effects::new())
+        })
+        .on(diag::EXIT, |_env: Envelope, body: diag::Exit| async move {
+            tracing::warn!(code = body.code, "exiting as asked");
+            std::process::exit(body.code)
+        })
+}
+
+async fn echo(env: Envelope, body: diag::Echo) -> Result<Effects, HandlerError> {
+    let reply = diag::Echoed { text: body.text, in_reply_to: env.message_id.to_string() };
+    Ok(vec![emit(&env, "echoed", diag::ECHOED, &reply)])
+}
+
+async fn fail(env: Envelope, body: diag::Fail) -> Result<Effects, HandlerError> {
+    match body.failure {
+        diag::Failure::Permanent => Err(HandlerError::Permanent("asked to fail permanently".into())),
+        diag::Failure::Transient => match body.until_attempt {
+            Some(n) if env.attempt >= n => Ok(Effects::new()),
+            _ => Err(HandlerError::Transient(format!("asked to fail (attempt {})", env.attempt))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transient_failure_stops_at_its_attempt() {
+        let h = handlers();
+        let mut env = Envelope::new(diag::FAIL, &diag::Fail { failure: diag::Failure::Transient, until_attempt: Some(3) });
+        assert!(matches!(h.call(env.clone()).await, Err(HandlerError::Transient(_))));
+        env.attempt = 3;
+        assert_eq!(h.call(env).await.unwrap().len(), 0);
+        let env = Envelope::new(diag::FAIL, &diag::Fail { failure: diag::Failure::Permanent, until_attempt: None });
+        assert!(matches!(h.call(env).await, Err(HandlerError::Permanent(_))));
+    }
+
+    #[tokio::test]
+    async fn echo_answers_with_a_derived_event() {
+        let env = Envelope::new(diag::ECHO, &diag::Echo { text: "ping".into() });
+        let out = handlers().call(env.clone()).await.unwrap();
+        let reply: diag::Echoed = serde_json_body(&out[0].body);
+        assert_eq!(reply.text, "ping");
+        assert_eq!(reply.in_reply_to, env.message_id.to_string());
+    }
+
+    fn serde_json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> T {
+        serde_json::from_slice(b).unwrap()
+    }
+}

@@ -1,0 +1,29 @@
+//! The entry point of a queue-triggered function binary: the same handlers
+//! run under `lambda_runtime` on AWS and under the local runner.
+
+use std::sync::Arc;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use stratus_contracts::config::Config;
+
+use crate::broker;
+use crate::harness::{BatchReport, Handlers, Harness};
+use crate::publisher::Publisher;
+use crate::rmq_event::RmqEvent;
+
+/// Runs `handlers` as the Lambda function `name` until the runtime stops.
+pub async fn run(name: &str, handlers: Handlers) -> Result<(), lambda_runtime::Error> {
+    crate::logging::init();
+    let config = Config::from_env()?;
+    let topology = Arc::new(broker::topology(&config)?);
+    let publisher = Publisher::new(config, topology, &format!("stratus-fn-{name}"));
+    let harness = Arc::new(Harness::new(handlers, publisher));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<RmqEvent>| {
+        let harness = harness.clone();
+        async move {
+            let report: BatchReport = harness.handle_event(&event.payload, &event.context.request_id).await?;
+            Ok::<BatchReport, lambda_runtime::Error>(report)
+        }
+    }))
+    .await
+}
