@@ -21,6 +21,46 @@ pub fn handlers() -> Handlers {
         })
 }
 
+/// Which trigger an event came from, by its shape.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Queue,
+    Http,
+    Schedule,
+    Unknown,
+}
+
+pub fn trigger_of(event: &serde_json::Value) -> Trigger {
+    if event["eventSource"] == "aws:rmq" {
+        Trigger::Queue
+    } else if event["version"] == "2.0" && event.get("routeKey").is_some() {
+        Trigger::Http
+    } else if event["source"] == "aws.events" && event["detail-type"] == "Scheduled Event" {
+        Trigger::Schedule
+    } else {
+        Trigger::Unknown
+    }
+}
+
+/// Answers an API Gateway v2 request with what the function received, and
+/// sets a cookie, so that a test sees both directions of the gateway.
+pub fn http_answer(event: &serde_json::Value) -> serde_json::Value {
+    let seen = serde_json::json!({
+        "method": event["requestContext"]["http"]["method"],
+        "rawPath": event["rawPath"],
+        "rawQueryString": event["rawQueryString"],
+        "cookies": event.get("cookies").cloned().unwrap_or_else(|| serde_json::json!([])),
+        "body": event.get("body").cloned().unwrap_or(serde_json::Value::Null),
+        "isBase64Encoded": event["isBase64Encoded"],
+    });
+    serde_json::json!({
+        "statusCode": 200,
+        "headers": { "content-type": "application/json" },
+        "cookies": ["diag=seen; Path=/; HttpOnly"],
+        "body": seen.to_string(),
+    })
+}
+
 async fn echo(env: Envelope, body: diag::Echo) -> Result<Effects, HandlerError> {
     let reply = diag::Echoed { text: body.text, in_reply_to: env.message_id.to_string() };
     Ok(vec![emit(&env, "echoed", diag::ECHOED, &reply)])

@@ -1,6 +1,32 @@
-//! `stratus-fn-diag`: the diagnostics function under `lambda_runtime`.
+//! `stratus-fn-diag`: the diagnostics function under `lambda_runtime`. It
+//! answers the three trigger kinds: `aws:rmq` batches go through the function
+//! harness; an API Gateway v2 request is answered with what the function saw
+//! (a check of the gateway); a scheduled event is acknowledged.
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    stratus_messaging::function::run("diag", stratus_fn_diag::handlers()).await
+    stratus_messaging::logging::init();
+    let harness = stratus_messaging::function::harness("diag", stratus_fn_diag::handlers())?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let harness = harness.clone();
+        async move {
+            let request_id = event.context.request_id.clone();
+            match stratus_fn_diag::trigger_of(&event.payload) {
+                stratus_fn_diag::Trigger::Queue => {
+                    let batch = serde_json::from_value(event.payload)?;
+                    Ok(serde_json::to_value(harness.handle_event(&batch, &request_id).await?)?)
+                }
+                stratus_fn_diag::Trigger::Http => Ok(stratus_fn_diag::http_answer(&event.payload)),
+                stratus_fn_diag::Trigger::Schedule => {
+                    tracing::info!(request_id, time = %event.payload["time"], "scheduled tick");
+                    Ok(serde_json::json!({ "tick": event.payload["time"] }))
+                }
+                stratus_fn_diag::Trigger::Unknown => Err::<Value, lambda_runtime::Error>("unrecognised event shape".into()),
+            }
+        }
+    }))
+    .await
 }

@@ -70,7 +70,9 @@ pub fn queue_arguments(args: &QueueArguments) -> FieldTable {
     let s = |v: &str| AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()));
     let quorum = args.queue_type != Some(QueueType::Classic);
     t.insert("x-queue-type".into(), s(if quorum { "quorum" } else { "classic" }));
-    if let Some(dlx) = &args.dead_letter_exchange {
+    // An empty name means "no dead-letter exchange" (it would otherwise name the default exchange).
+    let dlx = args.dead_letter_exchange.as_deref().filter(|d| !d.is_empty());
+    if let Some(dlx) = dlx {
         t.insert("x-dead-letter-exchange".into(), s(dlx));
     }
     if let Some(ttl) = args.message_ttl_ms {
@@ -83,7 +85,7 @@ pub fn queue_arguments(args: &QueueArguments) -> FieldTable {
         if let Some(limit) = args.delivery_limit {
             t.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit as i32));
         }
-        if let Some(strategy) = &args.dead_letter_strategy {
+        if let (Some(strategy), Some(_)) = (&args.dead_letter_strategy, dlx) {
             t.insert("x-dead-letter-strategy".into(), s(strategy));
         }
     }

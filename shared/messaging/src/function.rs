@@ -11,13 +11,18 @@ use crate::harness::{BatchReport, Handlers, Harness};
 use crate::publisher::Publisher;
 use crate::rmq_event::RmqEvent;
 
-/// Runs `handlers` as the Lambda function `name` until the runtime stops.
-pub async fn run(name: &str, handlers: Handlers) -> Result<(), lambda_runtime::Error> {
-    crate::logging::init();
+/// The harness of function `name`, configured from the environment.
+pub fn harness(name: &str, handlers: Handlers) -> Result<Arc<Harness>, lambda_runtime::Error> {
     let config = Config::from_env()?;
     let topology = Arc::new(broker::topology(&config)?);
     let publisher = Publisher::new(config, topology, &format!("stratus-fn-{name}"));
-    let harness = Arc::new(Harness::new(handlers, publisher));
+    Ok(Arc::new(Harness::new(handlers, publisher)))
+}
+
+/// Runs `handlers` as the queue-triggered Lambda function `name` until the runtime stops.
+pub async fn run(name: &str, handlers: Handlers) -> Result<(), lambda_runtime::Error> {
+    crate::logging::init();
+    let harness = harness(name, handlers)?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<RmqEvent>| {
         let harness = harness.clone();
         async move {

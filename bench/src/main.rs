@@ -1,0 +1,90 @@
+//! `stratus-bench`: measurements that decide and check the platform's design.
+//! Run in release: `cargo run --release -p stratus-bench -- <bench>`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use stratus_contracts::topology::{QueueArguments, QueueType};
+
+mod stats;
+use stats::Summary;
+
+#[derive(Parser)]
+struct Cli {
+    #[arg(long, env = "STRATUS_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672")]
+    amqp_url: String,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Confirm latency of one persistent publish at a time, classic against quorum queues.
+    ConfirmLatency {
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        #[arg(long, default_value_t = 512)]
+        payload: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.bench {
+        Bench::ConfirmLatency { messages, payload } => confirm_latency(&cli.amqp_url, messages, payload).await,
+    }
+}
+
+async fn confirm_latency(url: &str, messages: usize, payload: usize) -> anyhow::Result<()> {
+    let conn = Connection::connect(&format!("{url}/%2F"), ConnectionProperties::default())
+        .await
+        .context("connecting to RabbitMQ")?;
+    let channel = conn.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let body = vec![b'x'; payload];
+    println!("confirm latency, one persistent {payload} B publish awaited at a time, {messages} messages");
+    let mut baseline = None;
+    for queue_type in [QueueType::Classic, QueueType::Quorum] {
+        let queue = format!("stratus.bench.confirm.{queue_type:?}").to_lowercase();
+        let args = stratus_messaging::broker::queue_arguments(&QueueArguments {
+            queue_type: Some(queue_type),
+            ..Default::default()
+        });
+        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        channel
+            .queue_declare(queue.as_str().into(), lapin::options::QueueDeclareOptions { durable: true, ..Default::default() }, args)
+            .await?;
+        let mut samples = Vec::with_capacity(messages);
+        for i in 0..messages + 100 {
+            let start = Instant::now();
+            channel
+                .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &body, BasicProperties::default().with_delivery_mode(2))
+                .await?
+                .await?;
+            if i >= 100 {
+                samples.push(start.elapsed());
+            }
+        }
+        let s = Summary::of(&mut samples);
+        let base = *baseline.get_or_insert(s.p50);
+        println!(
+            "  {:<8} p50 {:>8.3} ms  p99 {:>8.3} ms  max {:>8.3} ms  {:>7.0} msg/s   p50 ratio to classic {:.2}",
+            format!("{queue_type:?}").to_lowercase(),
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.max),
+            messages as f64 / s.total.as_secs_f64(),
+            s.p50.as_secs_f64() / base.as_secs_f64()
+        );
+        channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

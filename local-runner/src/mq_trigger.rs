@@ -1,0 +1,230 @@
+//! The Amazon MQ for RabbitMQ event source mapping, emulated with no Stratus
+//! logic added: pollers (one per unit of concurrency) consume the queue with a
+//! prefetch of the batch size, gather a batch (batch size, batching window,
+//! 6 MB), invoke the function with an `aws:rmq` event rendered as AWS renders
+//! it, ack the whole batch on success (one multiple-ack), and on failure return
+//! every message (`basic.reject` with requeue, per message, so that quorum
+//! delivery limits count it on every RabbitMQ version) and back off before
+//! taking the next batch. A lost connection is re-made with backoff; the broker
+//! requeues whatever was unacked.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde::Serialize;
+use stratus_contracts::config::Config;
+use stratus_messaging::broker;
+use stratus_messaging::rmq_event::{self, RmqEvent};
+
+use crate::backoff::Backoff;
+use crate::pool::{ACCOUNT_ID, MAX_RESPONSE_BYTES, Pool, REGION};
+
+/// The broker ARN the local runner reports as `eventSourceArn`.
+pub fn broker_arn() -> String {
+    format!("arn:aws:mq:{REGION}:{ACCOUNT_ID}:broker:stratus-local:b-00000000-0000-4000-8000-000000000000")
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueTriggerSpec {
+    pub function: String,
+    pub queue: String,
+    pub batch_size: u32,
+    pub batching_window: Duration,
+    pub concurrency: u32,
+}
+
+#[derive(Default)]
+pub struct TriggerCounters {
+    pub batches: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub messages: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TriggerStatus {
+    pub function: String,
+    pub queue: String,
+    pub depth: Option<u32>,
+    pub consumers: Option<u32>,
+    pub pollers: u32,
+    pub batches: u64,
+    pub failed_batches: u64,
+    pub messages: u64,
+    pub reconnects: u64,
+}
+
+pub struct QueueTrigger {
+    pub spec: QueueTriggerSpec,
+    config: Config,
+    pool: Arc<Pool>,
+    pub counters: TriggerCounters,
+}
+
+impl QueueTrigger {
+    pub fn new(spec: QueueTriggerSpec, config: Config, pool: Arc<Pool>) -> Arc<Self> {
+        Arc::new(Self { spec, config, pool, counters: TriggerCounters::default() })
+    }
+
+    pub fn start(self: &Arc<Self>) {
+        for slot in 0..self.spec.concurrency {
+            let trigger = self.clone();
+            tokio::spawn(async move { trigger.poll(slot).await });
+        }
+    }
+
+    async fn poll(self: Arc<Self>, slot: u32) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            let error = self.consume(slot, &mut backoff).await;
+            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            let wait = backoff.next();
+            tracing::warn!(function = %self.spec.function, queue = %self.spec.queue, slot, error = %error, retry_in_ms = wait.as_millis() as u64, "queue trigger lost its broker connection");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Consumes until the connection fails; returns why.
+    async fn consume(&self, slot: u32, backoff: &mut Backoff) -> anyhow::Error {
+        let connection = match broker::connect(&self.config, &format!("stratus-local trigger {} #{slot}", self.spec.function)).await {
+            Ok(c) => c,
+            Err(e) => return e.into(),
+        };
+        let result: anyhow::Result<()> = async {
+            let channel = connection.create_channel().await?;
+            channel.basic_qos(self.spec.batch_size.min(u16::MAX as u32) as u16, BasicQosOptions::default()).await?;
+            let tag = format!("stratus-local.{}.{slot}", self.spec.function);
+            let mut consumer = channel
+                .basic_consume(self.spec.queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await?;
+            tracing::info!(function = %self.spec.function, queue = %self.spec.queue, slot, "queue trigger polling");
+            backoff.reset();
+            let mut failures = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+            let mut carried: Option<Delivery> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(d) => d,
+                    None => match consumer.next().await {
+                        Some(d) => d?,
+                        None => anyhow::bail!("the broker cancelled the consumer"),
+                    },
+                };
+                let (batch, carry) = self.gather(first, &mut consumer).await?;
+                carried = carry;
+                if self.invoke_batch(batch).await? {
+                    failures.reset();
+                } else {
+                    tokio::time::sleep(failures.next()).await;
+                }
+            }
+        }
+        .await;
+        let _ = connection.close(200, "reconnecting".into()).await;
+        match result {
+            Err(e) => e,
+            Ok(()) => anyhow::anyhow!("consumer ended"),
+        }
+    }
+
+    /// Gathers a batch after `first`: up to the batch size, within the batching
+    /// window (0: only what is already here), under 6 MB. A message that would
+    /// pass 6 MB is carried to the next batch.
+    async fn gather(&self, first: Delivery, consumer: &mut lapin::Consumer) -> anyhow::Result<(Vec<Delivery>, Option<Delivery>)> {
+        let mut size = first.data.len();
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.spec.batching_window;
+        while batch.len() < self.spec.batch_size as usize {
+            let next = if self.spec.batching_window.is_zero() {
+                match consumer.next().now_or_never() {
+                    Some(n) => n,
+                    None => break,
+                }
+            } else {
+                match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                }
+            };
+            let Some(delivery) = next else { break };
+            let delivery = delivery?;
+            if size + delivery.data.len() > MAX_RESPONSE_BYTES {
+                return Ok((batch, Some(delivery)));
+            }
+            size += delivery.data.len();
+            batch.push(delivery);
+        }
+        Ok((batch, None))
+    }
+
+    /// Invokes the function with one batch and settles it. Returns whether the batch succeeded.
+    async fn invoke_batch(&self, batch: Vec<Delivery>) -> anyhow::Result<bool> {
+        let vhost = &self.config.amqp_vhost;
+        // A single message over the payload limit: AWS drops it; the broker's
+        // dead-letter exchange takes it here instead, so nothing is lost.
+        if batch.len() == 1 && batch[0].data.len() > MAX_RESPONSE_BYTES {
+            tracing::error!(function = %self.spec.function, queue = %self.spec.queue, bytes = batch[0].data.len(), "message over 6 MB; rejected to the dead-letter exchange");
+            batch[0].reject(BasicRejectOptions { requeue: false }).await?;
+            return Ok(true);
+        }
+        let messages = batch.iter().map(|d| rmq_event::render_message(&d.properties, &d.data, d.redelivered)).collect();
+        let event = RmqEvent {
+            event_source: Some(rmq_event::EVENT_SOURCE.to_string()),
+            event_source_arn: Some(broker_arn()),
+            messages_by_queue: [(RmqEvent::key(&self.spec.queue, vhost), messages)].into_iter().collect(),
+        };
+        let payload = serde_json::to_vec(&event)?;
+        let outcome = self.pool.invoke(payload.into()).await;
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if outcome.is_success() {
+            let last = batch.last().expect("a batch has a message");
+            last.ack(BasicAckOptions { multiple: true }).await?;
+            Ok(true)
+        } else {
+            self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+            if let crate::pool::Outcome::Error(body) = &outcome {
+                tracing::warn!(function = %self.spec.function, queue = %self.spec.queue, messages = batch.len(), error = %String::from_utf8_lossy(body), "batch failed; returning it to the queue");
+            }
+            for d in &batch {
+                d.reject(BasicRejectOptions { requeue: true }).await?;
+            }
+            Ok(false)
+        }
+    }
+
+    pub async fn status(&self) -> TriggerStatus {
+        let (depth, consumers) = match self.queue_counts().await {
+            Some((d, c)) => (Some(d), Some(c)),
+            None => (None, None),
+        };
+        let c = &self.counters;
+        TriggerStatus {
+            function: self.spec.function.clone(),
+            queue: self.spec.queue.clone(),
+            depth,
+            consumers,
+            pollers: self.spec.concurrency,
+            batches: c.batches.load(Ordering::Relaxed),
+            failed_batches: c.failed_batches.load(Ordering::Relaxed),
+            messages: c.messages.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Ready messages and consumers of the queue (a passive declare).
+    async fn queue_counts(&self) -> Option<(u32, u32)> {
+        let connection = broker::connect(&self.config, "stratus-local status").await.ok()?;
+        let channel = connection.create_channel().await.ok()?;
+        let q = channel
+            .queue_declare(self.spec.queue.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .ok();
+        let _ = connection.close(200, "status".into()).await;
+        q.map(|q| (q.message_count(), q.consumer_count()))
+    }
+}
