@@ -52,11 +52,29 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
-/// Opens a connection with lapin's automatic recovery.
+/// Opens a connection that fails fast: for start-up checks and for consumers
+/// that rebuild themselves (with their topology) when the connection drops.
 pub async fn connect(config: &Config, connection_name: &str) -> Result<Connection, BrokerError> {
+    open(config, ConnectionProperties::default().with_connection_name(connection_name.into())).await
+}
+
+/// Opens a long-lived connection with lapin's automatic recovery: after a
+/// broker restart it reconnects and restores its channels. The TCP retries are
+/// bounded (about 10 s in all), so that a broker that stays down surfaces as
+/// an error instead of a hang.
+pub async fn connect_recovering(config: &Config, connection_name: &str) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name.into())
+        .configure_backoff(|b| {
+            b.with_min_delay(std::time::Duration::from_millis(100))
+                .with_max_delay(std::time::Duration::from_secs(2))
+                .with_max_times(8)
+        })
         .enable_auto_recover();
+    open(config, props).await
+}
+
+async fn open(config: &Config, props: ConnectionProperties) -> Result<Connection, BrokerError> {
     Connection::connect(&config.amqp_uri(), props).await.map_err(|source| BrokerError::Unreachable {
         url: redacted_url(&config.amqp_url),
         vhost: config.amqp_vhost.clone(),

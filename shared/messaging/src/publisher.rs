@@ -84,7 +84,7 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Link, BrokerError> {
-        let connection = broker::connect(&self.config, &self.name).await?;
+        let connection = broker::connect_recovering(&self.config, &self.name).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(Link { connection, channel })
