@@ -7,12 +7,19 @@
 //! delivery limits count it on every RabbitMQ version) and back off before
 //! taking the next batch. A lost connection is re-made with backoff; the broker
 //! requeues whatever was unacked.
+//!
+//! Scaling, as Lambda scales its pollers with the backlog: one poller runs at
+//! first; each second the queue's depth is read, and another poller starts
+//! (up to the trigger's concurrency) while the backlog exceeds a batch per
+//! running poller; after ten seconds of an empty queue the extra pollers stop
+//! between batches. Instances follow the invocations in flight (see `pool`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -52,7 +59,9 @@ pub struct TriggerStatus {
     pub queue: String,
     pub depth: Option<u32>,
     pub consumers: Option<u32>,
+    /// Pollers running now, and the most the trigger may run.
     pub pollers: u32,
+    pub max_pollers: u32,
     pub batches: u64,
     pub failed_batches: u64,
     pub messages: u64,
@@ -64,11 +73,16 @@ pub struct QueueTrigger {
     config: Config,
     pool: Arc<Pool>,
     pub counters: TriggerCounters,
+    /// How many pollers should run; poller `slot` runs while `slot < target`.
+    target: watch::Sender<u32>,
 }
+
+/// Seconds of an empty queue before extra pollers stop.
+const SCALE_DOWN_AFTER: u32 = 10;
 
 impl QueueTrigger {
     pub fn new(spec: QueueTriggerSpec, config: Config, pool: Arc<Pool>) -> Arc<Self> {
-        Arc::new(Self { spec, config, pool, counters: TriggerCounters::default() })
+        Arc::new(Self { spec, config, pool, counters: TriggerCounters::default(), target: watch::channel(1).0 })
     }
 
     pub fn start(self: &Arc<Self>) {
@@ -76,12 +90,49 @@ impl QueueTrigger {
             let trigger = self.clone();
             tokio::spawn(async move { trigger.poll(slot).await });
         }
+        if self.spec.concurrency > 1 {
+            let trigger = self.clone();
+            tokio::spawn(async move { trigger.scale().await });
+        }
+    }
+
+    /// Sets the number of pollers from the queue's depth.
+    async fn scale(self: Arc<Self>) {
+        let mut empty_for = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Some((depth, _)) = self.queue_counts().await else { continue };
+            let running = *self.target.borrow();
+            empty_for = if depth == 0 { empty_for + 1 } else { 0 };
+            let wanted = if depth > running * self.spec.batch_size && running < self.spec.concurrency {
+                running + 1
+            } else if empty_for >= SCALE_DOWN_AFTER && running > 1 {
+                empty_for = 0;
+                running - 1
+            } else {
+                running
+            };
+            if wanted != running {
+                tracing::info!(function = %self.spec.function, queue = %self.spec.queue, depth, pollers = wanted, "scaling pollers");
+                self.target.send_replace(wanted);
+            }
+        }
     }
 
     async fn poll(self: Arc<Self>, slot: u32) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut target = self.target.subscribe();
         loop {
-            let error = self.consume(slot, &mut backoff).await;
+            // Wait until this poller is wanted.
+            while *target.borrow_and_update() <= slot {
+                if target.changed().await.is_err() {
+                    return;
+                }
+            }
+            let Some(error) = self.consume(slot, &mut backoff).await else {
+                tracing::info!(function = %self.spec.function, queue = %self.spec.queue, slot, "poller stopped (scaled down)");
+                continue;
+            };
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             let wait = backoff.next();
             tracing::warn!(function = %self.spec.function, queue = %self.spec.queue, slot, error = %error, retry_in_ms = wait.as_millis() as u64, "queue trigger lost its broker connection");
@@ -89,12 +140,13 @@ impl QueueTrigger {
         }
     }
 
-    /// Consumes until the connection fails; returns why.
-    async fn consume(&self, slot: u32, backoff: &mut Backoff) -> anyhow::Error {
+    /// Consumes until the connection fails (returns why) or the poller is scaled down (None).
+    async fn consume(&self, slot: u32, backoff: &mut Backoff) -> Option<anyhow::Error> {
         let connection = match broker::connect(&self.config, &format!("stratus-local trigger {} #{slot}", self.spec.function)).await {
             Ok(c) => c,
-            Err(e) => return e.into(),
+            Err(e) => return Some(e.into()),
         };
+        let target = self.target.subscribe();
         let result: anyhow::Result<()> = async {
             let channel = connection.create_channel().await?;
             channel.basic_qos(self.spec.batch_size.min(u16::MAX as u32) as u16, BasicQosOptions::default()).await?;
@@ -106,12 +158,16 @@ impl QueueTrigger {
             backoff.reset();
             let mut failures = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
             let mut carried: Option<Delivery> = None;
+            let mut wanted = target.clone();
             loop {
                 let first = match carried.take() {
                     Some(d) => d,
-                    None => match consumer.next().await {
-                        Some(d) => d?,
-                        None => anyhow::bail!("the broker cancelled the consumer"),
+                    None => tokio::select! {
+                        next = consumer.next() => match next {
+                            Some(d) => d?,
+                            None => anyhow::bail!("the broker cancelled the consumer"),
+                        },
+                        _ = wanted.wait_for(|t| *t <= slot) => return Ok(()),
                     },
                 };
                 let (batch, carry) = self.gather(first, &mut consumer).await?;
@@ -124,11 +180,8 @@ impl QueueTrigger {
             }
         }
         .await;
-        let _ = connection.close(200, "reconnecting".into()).await;
-        match result {
-            Err(e) => e,
-            Ok(()) => anyhow::anyhow!("consumer ended"),
-        }
+        let _ = connection.close(200, "poller stopping".into()).await;
+        result.err()
     }
 
     /// Gathers a batch after `first`: up to the batch size, within the batching
@@ -208,7 +261,8 @@ impl QueueTrigger {
             queue: self.spec.queue.clone(),
             depth,
             consumers,
-            pollers: self.spec.concurrency,
+            pollers: *self.target.borrow(),
+            max_pollers: self.spec.concurrency,
             batches: c.batches.load(Ordering::Relaxed),
             failed_batches: c.failed_batches.load(Ordering::Relaxed),
             messages: c.messages.load(Ordering::Relaxed),

@@ -186,7 +186,7 @@ impl Runner {
         for (k, v) in env.config.to_env() {
             cmd.env(k, v);
         }
-        cmd.env("RUST_LOG", "info,lapin=warn").stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+        cmd.env("RUST_LOG", "info,lapin=warn,stratus_messaging=debug").stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         let mut child = cmd.spawn().unwrap();
         let started = Instant::now();
         loop {

@@ -129,3 +129,37 @@ async fn invoke_runs_one_event_like_sam_local_invoke() {
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(answer["errorMessage"].as_str().unwrap().contains("unrecognised event shape"), "{answer}");
 }
+
+#[tokio::test]
+async fn pollers_follow_the_backlog_and_instances_follow_the_invocations() {
+    let env = TestEnv::new("scaling");
+    let manifest = diag_manifest(|m| {
+        m["functions"][0]["triggers"][0]["batch_size"] = 1.into();
+        m["functions"][0]["triggers"][0]["concurrency"] = 2.into();
+        m["functions"][0]["max_instances"] = 2.into();
+    });
+    let runner = Runner::start(&env, RunnerOptions { manifest, topology: None, extra_args: vec!["--idle-timeout".into(), "2".into()] });
+    let publisher = env.publisher(broker::topology(&env.config).unwrap());
+    for _ in 0..40 {
+        send(&publisher, &Envelope::new(diag::SLEEP, &diag::Sleep { millis: 150 })).await;
+    }
+    runner
+        .wait_for("two pollers and two busy instances", WAIT, |s| {
+            s["queue_triggers"][0]["pollers"] == 2 && s["functions"][0]["in_flight"] == 2 && s["functions"][0]["instances"].as_array().unwrap().len() == 2
+        })
+        .await;
+    runner.wait_for("the backlog drained", WAIT, |s| s["queue_triggers"][0]["depth"] == 0 && s["functions"][0]["in_flight"] == 0).await;
+    runner
+        .wait_for("idle instances stopped and one poller left", WAIT, |s| {
+            s["functions"][0]["instances"].as_array().unwrap().is_empty() && s["queue_triggers"][0]["pollers"] == 1
+        })
+        .await;
+    let s = runner.status().await;
+    assert_eq!(s["queue_triggers"][0]["messages"], 40, "{s:#}");
+    assert_eq!(s["functions"][0]["errors"], 0, "{s:#}");
+    // Work after scaling down still flows.
+    let connection = env.connect().await;
+    let mut events = env.watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED).await;
+    send(&publisher, &Envelope::new(diag::ECHO, &diag::Echo { text: "again".into() })).await;
+    assert!(events.next(WAIT).await.is_some(), "log:\n{}", runner.log());
+}

@@ -237,10 +237,11 @@ impl Harness {
         if !self.handlers.map.contains_key(&env.message_type) {
             return self.park(queue, &env, &format!("unknown message type {:?}", env.message_type)).await;
         }
+        tracing::debug!("handler entered");
         match self.handlers.call(env.clone()).await {
             Ok(effects) => match self.publisher.publish_all(&effects).await {
                 Ok(()) => {
-                    tracing::info!(published = effects.len(), "handled");
+                    tracing::debug!(published = effects.len(), "handled");
                     Ok(Outcome::Handled)
                 }
                 Err(e) if e.is_permanent() => self.park(queue, &env, &format!("result {e}")).await,
