@@ -9,6 +9,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptio
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use stratus_contracts::topology::{QueueArguments, QueueType};
 
+mod runner_bench;
 mod stats;
 use stats::Summary;
 
@@ -29,6 +30,19 @@ enum Bench {
         #[arg(long, default_value_t = 512)]
         payload: usize,
     },
+    /// The local runner and the diag function against a bare lapin consumer:
+    /// drain throughput and added latency.
+    Runner {
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 100)]
+        batch_size: u16,
+        #[arg(long, default_value_t = 3000)]
+        latency_messages: usize,
+        /// Messages per second in the latency run.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+    },
 }
 
 #[tokio::main]
@@ -36,6 +50,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
         Bench::ConfirmLatency { messages, payload } => confirm_latency(&cli.amqp_url, messages, payload).await,
+        Bench::Runner { messages, batch_size, latency_messages, rate } => {
+            runner_bench::run(&cli.amqp_url, runner_bench::Options { messages, batch_size, latency_messages, rate }).await
+        }
     }
 }
 

@@ -75,6 +75,8 @@ pub struct QueueTrigger {
     pub counters: TriggerCounters,
     /// How many pollers should run; poller `slot` runs while `slot < target`.
     target: watch::Sender<u32>,
+    /// A channel kept for reading the queue's depth.
+    counts: tokio::sync::Mutex<Option<(lapin::Connection, lapin::Channel)>>,
 }
 
 /// Seconds of an empty queue before extra pollers stop.
@@ -82,7 +84,14 @@ const SCALE_DOWN_AFTER: u32 = 10;
 
 impl QueueTrigger {
     pub fn new(spec: QueueTriggerSpec, config: Config, pool: Arc<Pool>) -> Arc<Self> {
-        Arc::new(Self { spec, config, pool, counters: TriggerCounters::default(), target: watch::channel(1).0 })
+        Arc::new(Self {
+            spec,
+            config,
+            pool,
+            counters: TriggerCounters::default(),
+            target: watch::channel(1).0,
+            counts: tokio::sync::Mutex::new(None),
+        })
     }
 
     pub fn start(self: &Arc<Self>) {
@@ -270,15 +279,24 @@ impl QueueTrigger {
         }
     }
 
-    /// Ready messages and consumers of the queue (a passive declare).
+    /// Ready messages and consumers of the queue (a passive declare on a kept channel).
     async fn queue_counts(&self) -> Option<(u32, u32)> {
-        let connection = broker::connect(&self.config, "stratus-local status").await.ok()?;
-        let channel = connection.create_channel().await.ok()?;
-        let q = channel
+        let mut kept = self.counts.lock().await;
+        if !kept.as_ref().is_some_and(|(c, ch)| c.status().connected() && ch.status().connected()) {
+            let connection = broker::connect(&self.config, &format!("stratus-local depth {}", self.spec.queue)).await.ok()?;
+            let channel = connection.create_channel().await.ok()?;
+            *kept = Some((connection, channel));
+        }
+        let (_, channel) = kept.as_ref()?;
+        match channel
             .queue_declare(self.spec.queue.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
             .await
-            .ok();
-        let _ = connection.close(200, "status".into()).await;
-        q.map(|q| (q.message_count(), q.consumer_count()))
+        {
+            Ok(q) => Some((q.message_count(), q.consumer_count())),
+            Err(_) => {
+                *kept = None;
+                None
+            }
+        }
     }
 }

@@ -142,3 +142,96 @@ async fn status(State(api): State<Arc<RuntimeApi>>) -> Response {
     let pools: Vec<Arc<Pool>> = api.pools.values().cloned().collect();
     axum::Json(crate::status::collect(&pools, &api.triggers, &api.supervisor).await).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pool::FunctionSpec;
+
+    /// A pool whose instances are a shell that never calls the API: the test plays the runtime.
+    async fn serve(dir: &std::path::Path) -> (String, Arc<Pool>) {
+        let script = dir.join("bootstrap");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let spec = FunctionSpec {
+            name: "f".into(),
+            binary: script,
+            environment: vec![],
+            timeout: Duration::from_secs(5),
+            memory_mb: 128,
+            min_instances: 0,
+            max_instances: 1,
+        };
+        let pool = Pool::new(spec, addr.clone(), false, Duration::from_secs(60));
+        let api = Arc::new(RuntimeApi {
+            pools: [("f".to_string(), pool.clone())].into_iter().collect(),
+            triggers: vec![],
+            supervisor: Arc::new(Supervisor::default()),
+        });
+        tokio::spawn(async move { axum::serve(listener, router(api)).await });
+        (addr, pool)
+    }
+
+    #[tokio::test]
+    async fn the_runtime_api_contract() {
+        let dir = std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (addr, pool) = serve(&dir).await;
+        let base = format!("http://{addr}/fn/f/1/2018-06-01/runtime");
+        let client = reqwest::Client::new();
+
+        let invoking = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.invoke(Bytes::from_static(b"{\"n\":1}")).await }
+        });
+        let next = client.get(format!("{base}/invocation/next")).send().await.unwrap();
+        assert_eq!(next.status(), 200);
+        let h = next.headers().clone();
+        let request_id = h["lambda-runtime-aws-request-id"].to_str().unwrap().to_string();
+        let deadline: i64 = h["lambda-runtime-deadline-ms"].to_str().unwrap().parse().unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        assert!((now + 4000..=now + 5000).contains(&deadline), "deadline {deadline} vs now {now}");
+        assert_eq!(h["lambda-runtime-invoked-function-arn"], "arn:aws:lambda:us-east-1:123456789012:function:f");
+        assert!(h["lambda-runtime-trace-id"].to_str().unwrap().starts_with("Root=1-"));
+        assert!(!h.contains_key("lambda-runtime-client-context"));
+        assert_eq!(next.bytes().await.unwrap(), Bytes::from_static(b"{\"n\":1}"));
+
+        let wrong = client.post(format!("{base}/invocation/not-this-one/response")).body("{}").send().await.unwrap();
+        assert_eq!(wrong.status(), 400);
+        let ok = client.post(format!("{base}/invocation/{request_id}/response")).body("{\"ok\":true}").send().await.unwrap();
+        assert_eq!(ok.status(), 202);
+        assert_eq!(invoking.await.unwrap(), Outcome::Success(Bytes::from_static(b"{\"ok\":true}")));
+
+        // An error report reaches the invoker as the function's error.
+        let invoking = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.invoke(Bytes::from_static(b"{}")).await }
+        });
+        let next = client.get(format!("{base}/invocation/next")).send().await.unwrap();
+        let request_id = next.headers()["lambda-runtime-aws-request-id"].to_str().unwrap().to_string();
+        let diag = r#"{"errorType":"MyError","errorMessage":"boom"}"#;
+        let r = client
+            .post(format!("{base}/invocation/{request_id}/error"))
+            .header("lambda-runtime-function-error-type", "unhandled")
+            .body(diag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(invoking.await.unwrap(), Outcome::Error(Bytes::from(diag)));
+
+        let r = client.post(format!("{base}/init/error")).body(r#"{"errorType":"X","errorMessage":"y"}"#).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        let r = client.get(format!("http://{addr}/fn/f/99/2018-06-01/runtime/invocation/next")).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        let r = client.get(format!("http://{addr}/fn/nope/1/2018-06-01/runtime/invocation/next")).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        pool.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

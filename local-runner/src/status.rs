@@ -69,7 +69,7 @@ pub fn render(status: &serde_json::Value) -> String {
             s(&t["function"]),
             s(&t["depth"]),
             s(&t["consumers"]),
-            s(&t["pollers"]),
+            format!("{}/{}", s(&t["pollers"]), s(&t["max_pollers"])),
             s(&t["batches"]),
             s(&t["failed_batches"]),
             s(&t["messages"])

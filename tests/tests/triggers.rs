@@ -163,3 +163,34 @@ async fn pollers_follow_the_backlog_and_instances_follow_the_invocations() {
     send(&publisher, &Envelope::new(diag::ECHO, &diag::Echo { text: "again".into() })).await;
     assert!(events.next(WAIT).await.is_some(), "log:\n{}", runner.log());
 }
+
+#[tokio::test]
+async fn supervised_processes_are_restarted_when_they_exit() {
+    let env = TestEnv::new("processes");
+    // A bin dir with the real binaries and a small long-running process.
+    let bins = env.home.join("bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    for b in ["stratus-local", "stratus-fn-diag"] {
+        std::os::unix::fs::symlink(bin_dir().join(b), bins.join(b)).unwrap();
+    }
+    let script = bins.join("stratus-test-agent");
+    std::fs::write(&script, "#!/bin/sh\necho \"$STRATUS_INSTANCE $STRATUS_AMQP_VHOST\" >> \"$STRATUS_HOME/agent-starts\"\nexec sleep 600\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = diag_manifest(|m| {
+        m["processes"] = serde_json::json!([{ "name": "agent", "binary": "stratus-test-agent", "min_instances": 2, "max_instances": 2 }]);
+    });
+    let runner = Runner::start(&env, RunnerOptions { manifest, topology: None, extra_args: vec!["--bin-dir".into(), bins.display().to_string()] });
+    let s = runner
+        .wait_for("two agents", WAIT, |s| s["processes"].as_array().unwrap().iter().filter(|p| p["pid"].is_u64()).count() == 2)
+        .await;
+    let starts = std::fs::read_to_string(env.home.join("agent-starts")).unwrap();
+    assert!(starts.contains(&format!("0 {}", env.vhost)) && starts.contains(&format!("1 {}", env.vhost)), "{starts}");
+    let pid = s["processes"][0]["pid"].as_u64().unwrap();
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    runner
+        .wait_for("the agent restarted", WAIT, |s| s["processes"][0]["restarts"] == 1 && s["processes"][0]["pid"].as_u64().is_some_and(|p| p != pid))
+        .await;
+}

@@ -30,12 +30,26 @@ pub enum Trigger {
     Unknown,
 }
 
-pub fn trigger_of(event: &serde_json::Value) -> Trigger {
-    if event["eventSource"] == "aws:rmq" {
+/// The fields that tell the trigger kinds apart; the rest of the event is skipped.
+#[derive(serde::Deserialize)]
+struct Shape {
+    #[serde(rename = "eventSource")]
+    event_source: Option<String>,
+    version: Option<String>,
+    #[serde(rename = "routeKey")]
+    route_key: Option<serde::de::IgnoredAny>,
+    source: Option<String>,
+    #[serde(rename = "detail-type")]
+    detail_type: Option<String>,
+}
+
+pub fn trigger_of(event: &str) -> Trigger {
+    let Ok(shape) = serde_json::from_str::<Shape>(event) else { return Trigger::Unknown };
+    if shape.event_source.as_deref() == Some("aws:rmq") {
         Trigger::Queue
-    } else if event["version"] == "2.0" && event.get("routeKey").is_some() {
+    } else if shape.version.as_deref() == Some("2.0") && shape.route_key.is_some() {
         Trigger::Http
-    } else if event["source"] == "aws.events" && event["detail-type"] == "Scheduled Event" {
+    } else if shape.source.as_deref() == Some("aws.events") && shape.detail_type.as_deref() == Some("Scheduled Event") {
         Trigger::Schedule
     } else {
         Trigger::Unknown
@@ -89,6 +103,16 @@ mod tests {
         assert_eq!(h.call(env).await.unwrap().len(), 0);
         let env = Envelope::new(diag::FAIL, &diag::Fail { failure: diag::Failure::Permanent, until_attempt: None });
         assert!(matches!(h.call(env).await, Err(HandlerError::Permanent(_))));
+    }
+
+    #[test]
+    fn trigger_kinds_are_told_apart() {
+        let sample = |p: &str| std::fs::read_to_string(format!("{}/../../events/{p}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert_eq!(trigger_of(&sample("rmq/diag.echo.json")), Trigger::Queue);
+        assert_eq!(trigger_of(&sample("http/client-api-get.json")), Trigger::Http);
+        assert_eq!(trigger_of(&sample("schedule/rate.json")), Trigger::Schedule);
+        assert_eq!(trigger_of("{\"what\":1}"), Trigger::Unknown);
+        assert_eq!(trigger_of("[]"), Trigger::Unknown);
     }
 
     #[tokio::test]

@@ -152,7 +152,7 @@ impl Envelope {
         let body = message.body().map_err(|e| DecodeError::BadBase64(e.to_string()))?;
         let header_str = |name: &'static str| -> Result<Option<String>, DecodeError> {
             match p.header(name) {
-                None | Some(serde_json::Value::Null) => Ok(None),
+                None | Some(rmq_event::HeaderValue::Json(serde_json::Value::Null)) => Ok(None),
                 Some(v) => rmq_event::header_string(v).map(Some).ok_or(DecodeError::BadHeader(name)),
             }
         };

@@ -309,7 +309,11 @@ pub fn properties_from_rmq(message: &RmqMessage) -> BasicProperties {
     if let Some(h) = &p.headers {
         let mut table = FieldTable::default();
         for (k, v) in h {
-            table.insert(k.as_str().into(), json_to_amqp(v));
+            let value = match v {
+                crate::rmq_event::HeaderValue::Bytes(b) => AMQPValue::LongString(LongString::from(b.clone())),
+                crate::rmq_event::HeaderValue::Json(v) => json_to_amqp(v),
+            };
+            table.insert(k.as_str().into(), value);
         }
         props = props.with_headers(table);
     }
@@ -327,8 +331,8 @@ fn json_to_amqp(v: &serde_json::Value) -> AMQPValue {
         },
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_bytes().to_vec())),
         Value::Array(a) => AMQPValue::FieldArray(a.iter().map(json_to_amqp).collect::<Vec<_>>().into()),
-        Value::Object(o) => match crate::rmq_event::header_string(v) {
-            Some(s) if o.len() == 1 => AMQPValue::LongString(LongString::from(s.into_bytes())),
+        Value::Object(o) => match o.get("bytes").and_then(|_| serde_json::from_value::<crate::rmq_event::HeaderValue>(v.clone()).ok()) {
+            Some(crate::rmq_event::HeaderValue::Bytes(b)) => AMQPValue::LongString(LongString::from(b)),
             _ => {
                 let mut t = FieldTable::default();
                 for (k, v) in o {

@@ -44,7 +44,7 @@ pub struct RmqMessage {
 pub struct RmqBasicProperties {
     pub content_type: Option<String>,
     pub content_encoding: Option<String>,
-    pub headers: Option<Map<String, Value>>,
+    pub headers: Option<BTreeMap<String, HeaderValue>>,
     pub delivery_mode: Option<u8>,
     pub priority: Option<u8>,
     pub correlation_id: Option<String>,
@@ -62,8 +62,140 @@ pub struct RmqBasicProperties {
 }
 
 impl RmqBasicProperties {
-    pub fn header(&self, name: &str) -> Option<&Value> {
+    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
         self.headers.as_ref()?.get(name)
+    }
+}
+
+/// A header value as AWS renders it: AMQP strings and byte arrays as Java byte
+/// arrays `{"bytes":[...]}` (decoded here straight to bytes, without a JSON tree
+/// per byte), everything else as plain JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderValue {
+    Bytes(Vec<u8>),
+    Json(Value),
+}
+
+impl HeaderValue {
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            HeaderValue::Json(v) => v.as_u64(),
+            HeaderValue::Bytes(_) => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            HeaderValue::Json(v) => v.as_i64(),
+            HeaderValue::Bytes(_) => None,
+        }
+    }
+
+    /// The value as JSON, byte arrays in AWS's `{"bytes":[...]}` form.
+    pub fn to_json(&self) -> Value {
+        match self {
+            HeaderValue::Bytes(b) => java_bytes(b),
+            HeaderValue::Json(v) => v.clone(),
+        }
+    }
+}
+
+impl Serialize for HeaderValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            HeaderValue::Bytes(b) => {
+                struct Signed<'a>(&'a [u8]);
+                impl Serialize for Signed<'_> {
+                    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                        serializer.collect_seq(self.0.iter().map(|b| *b as i8))
+                    }
+                }
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("bytes", &Signed(b))?;
+                map.end()
+            }
+            HeaderValue::Json(v) => v.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HeaderValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an AMQP header value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Json(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Json(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Json(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Json(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Json(Value::from(v)))
+            }
+            fn visit_string<E>(self, v: String) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Json(Value::from(v)))
+            }
+            fn visit_unit<E>(self) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Json(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Json(Value::Null))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<HeaderValue, D::Error> {
+                HeaderValue::deserialize(d)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HeaderValue, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = seq.next_element::<Value>()? {
+                    items.push(v);
+                }
+                Ok(HeaderValue::Json(Value::Array(items)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<HeaderValue, A::Error> {
+                let mut bytes: Option<Result<Vec<u8>, Value>> = None;
+                let mut rest = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "bytes" && bytes.is_none() {
+                        bytes = Some(map.next_value::<JavaBytes>()?.0);
+                    } else {
+                        rest.insert(key, map.next_value::<Value>()?);
+                    }
+                }
+                match bytes {
+                    Some(Ok(b)) if rest.is_empty() => Ok(HeaderValue::Bytes(b)),
+                    Some(b) => {
+                        rest.insert("bytes".into(), b.map(|b| java_bytes(&b)["bytes"].take()).unwrap_or_else(|v| v));
+                        Ok(HeaderValue::Json(Value::Object(rest)))
+                    }
+                    None => Ok(HeaderValue::Json(Value::Object(rest))),
+                }
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A Java byte array: bytes when every element is a byte (signed or not), else the JSON as it came.
+struct JavaBytes(Result<Vec<u8>, Value>);
+
+impl<'de> Deserialize<'de> for JavaBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(deserializer)?;
+        let bytes = v.as_array().and_then(|a| {
+            a.iter().map(|b| b.as_i64().filter(|b| (-128..=255).contains(b)).map(|b| b as u8)).collect::<Option<Vec<u8>>>()
+        });
+        Ok(JavaBytes(bytes.ok_or(v)))
     }
 }
 
@@ -94,7 +226,14 @@ impl RmqEvent {
 
 /// A header value as a string: AWS sends AMQP strings as `{"bytes":[...]}`
 /// (Java bytes, so possibly negative); plain JSON strings are accepted too.
-pub fn header_string(value: &Value) -> Option<String> {
+pub fn header_string(value: &HeaderValue) -> Option<String> {
+    match value {
+        HeaderValue::Bytes(b) => String::from_utf8(b.clone()).ok(),
+        HeaderValue::Json(v) => json_string(v),
+    }
+}
+
+fn json_string(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Object(o) => {
@@ -109,9 +248,22 @@ pub fn header_string(value: &Value) -> Option<String> {
     }
 }
 
-/// Formats a time as AWS renders the `timestamp` property (Java's medium date, UTC).
+/// Formats a time as AWS renders the `timestamp` property (Java's medium date, UTC),
+/// e.g. `Jan 1, 1970, 12:33:41 AM`.
 pub fn format_java_timestamp(t: DateTime<Utc>) -> String {
-    t.format("%b %-d, %Y, %-I:%M:%S %p").to_string()
+    use chrono::{Datelike, Timelike};
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (pm, hour) = t.hour12();
+    format!(
+        "{} {}, {}, {}:{:02}:{:02} {}",
+        MONTHS[t.month0() as usize],
+        t.day(),
+        t.year(),
+        hour,
+        t.minute(),
+        t.second(),
+        if pm { "PM" } else { "AM" }
+    )
 }
 
 /// Parses a `timestamp` property as AWS renders it.
@@ -157,6 +309,23 @@ pub fn table_to_json(table: &FieldTable) -> Map<String, Value> {
     table.inner().iter().map(|(k, v)| (k.to_string(), amqp_to_json(v))).collect()
 }
 
+/// A message's headers as AWS renders them.
+pub fn headers_of(table: &FieldTable) -> BTreeMap<String, HeaderValue> {
+    table
+        .inner()
+        .iter()
+        .map(|(k, v)| {
+            let h = match v {
+                AMQPValue::ShortString(s) => HeaderValue::Bytes(s.as_str().as_bytes().to_vec()),
+                AMQPValue::LongString(s) => HeaderValue::Bytes(s.as_bytes().to_vec()),
+                AMQPValue::ByteArray(b) => HeaderValue::Bytes(b.as_slice().to_vec()),
+                other => HeaderValue::Json(amqp_to_json(other)),
+            };
+            (k.to_string(), h)
+        })
+        .collect()
+}
+
 /// Renders one delivery as a message of an `aws:rmq` event.
 pub fn render_message(props: &BasicProperties, body: &[u8], redelivered: bool) -> RmqMessage {
     let s = |v: &Option<lapin::types::ShortString>| v.as_ref().map(|s| s.to_string());
@@ -164,7 +333,7 @@ pub fn render_message(props: &BasicProperties, body: &[u8], redelivered: bool) -
         basic_properties: RmqBasicProperties {
             content_type: s(props.content_type()),
             content_encoding: s(props.content_encoding()),
-            headers: props.headers().as_ref().map(table_to_json),
+            headers: props.headers().as_ref().map(headers_of),
             delivery_mode: *props.delivery_mode(),
             priority: *props.priority(),
             correlation_id: s(props.correlation_id()),
@@ -214,6 +383,29 @@ mod tests {
     }
 
     #[test]
+    fn header_values_decode_leniently() {
+        let text = r#"{"a":{"bytes":[104,-61,-87]},"b":7,"c":{"bytes":[1,"x"]},"d":{"bytes":[1],"more":true},"e":[{"reason":{"bytes":[114]}}],"f":null}"#;
+        let h: BTreeMap<String, HeaderValue> = serde_json::from_str(text).unwrap();
+        assert_eq!(h["a"], HeaderValue::Bytes(vec![104, 0xc3, 0xa9]));
+        assert_eq!(header_string(&h["a"]).as_deref(), Some("hé"));
+        assert_eq!(h["b"].as_u64(), Some(7));
+        assert_eq!(h["c"], HeaderValue::Json(json!({"bytes": [1, "x"]})));
+        assert_eq!(h["d"], HeaderValue::Json(json!({"bytes": [1], "more": true})));
+        assert_eq!(h["e"].to_json(), json!([{"reason": {"bytes": [114]}}]));
+        assert_eq!(h["f"], HeaderValue::Json(Value::Null));
+        let back: BTreeMap<String, HeaderValue> = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(back, h);
+    }
+
+    #[test]
+    fn java_timestamps() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 5, 13, 4, 9).unwrap();
+        assert_eq!(format_java_timestamp(t), "Nov 5, 2026, 1:04:09 PM");
+        assert_eq!(parse_java_timestamp("Nov 5, 2026, 1:04:09 PM"), Some(t));
+        assert_eq!(format_java_timestamp(Utc.timestamp_opt(0, 0).unwrap()), "Jan 1, 1970, 12:00:00 AM");
+    }
+
+    #[test]
     fn null_priority_and_missing_fields_decode() {
         let text = r#"{"eventSource":"aws:rmq","rmqMessagesByQueue":{"q::/":[{"basicProperties":{"priority":null,"deliveryMode":null,"bodySize":null,"headers":null},"data":null}]}}"#;
         let event: RmqEvent = serde_json::from_str(text).unwrap();
@@ -240,7 +432,7 @@ mod tests {
         }
         assert_eq!(p["priority"], Value::Null);
         assert_eq!(p["headers"]["s"], json!({"bytes": [-61, -87]}));
-        assert_eq!(header_string(&p["headers"]["s"]).as_deref(), Some("é"));
+        assert_eq!(header_string(m.basic_properties.header("s").unwrap()).as_deref(), Some("é"));
         assert_eq!(p["timestamp"], json!("Jan 1, 1970, 12:33:41 AM"));
         assert_eq!(p["bodySize"], json!(5));
         assert_eq!(v["redelivered"], json!(true));
