@@ -179,7 +179,8 @@ impl Runner {
         let address_file = env.home.join("local-runner.json");
         let _ = std::fs::remove_file(&address_file);
         let mut cmd = Command::new(bin_dir().join("stratus-local"));
-        cmd.arg("up").arg("--manifest").arg(&manifest).args(["--gateway", "127.0.0.1:0"]).args(&options.extra_args);
+        // Freezing is on in tests, as on Lambda: code that needs background work between invocations fails here too.
+        cmd.arg("up").arg("--manifest").arg(&manifest).args(["--gateway", "127.0.0.1:0", "--freeze-idle"]).args(&options.extra_args);
         if let Some(t) = options.topology {
             cmd.arg("--topology").arg(t);
         }

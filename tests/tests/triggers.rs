@@ -80,7 +80,7 @@ fn process_state(pid: u64) -> char {
 #[tokio::test]
 async fn idle_instances_are_frozen_and_thawed_per_invocation() {
     let env = TestEnv::new("freeze");
-    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(|_| {}), topology: None, extra_args: vec!["--freeze-idle".into()] });
+    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(|_| {}), topology: None, extra_args: vec![] });
     let connection = env.connect().await;
     let mut events = env.watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED).await;
     let publisher = env.publisher(broker::topology(&env.config).unwrap());

@@ -369,6 +369,49 @@ mod tests {
         assert!(matches!(handlers.call(unknown).await, Err(HandlerError::Permanent(_))));
     }
 
+    #[tokio::test]
+    async fn a_batch_runs_concurrently_but_in_order_per_job() {
+        use std::sync::Mutex;
+        use std::time::Duration;
+        let log: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handlers = Handlers::new().on(diag::SLEEP, {
+            let (log, running, most) = (log.clone(), running.clone(), most.clone());
+            move |env: Envelope, body: diag::Sleep| {
+                let (log, running, most) = (log.clone(), running.clone(), most.clone());
+                async move {
+                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    // Later messages of a job sleep less: without ordering they would finish first.
+                    tokio::time::sleep(Duration::from_millis(body.millis)).await;
+                    log.lock().unwrap().push((env.job_id.clone().unwrap(), body.millis));
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(Effects::new())
+                }
+            }
+        });
+        let config = stratus_contracts::config::Config::from_lookup(|_| None).unwrap();
+        let topology = crate::broker::topology(&config).unwrap();
+        let harness = Harness::new(handlers, Publisher::new(config, Arc::new(topology), "test")).with_concurrency(4);
+        let mut messages = Vec::new();
+        for step in 0..3u64 {
+            for job in ["a", "b", "c", "d"] {
+                let env = Envelope::new(diag::SLEEP, &diag::Sleep { millis: 30 - step * 10 }).with_job_id(job);
+                messages.push(crate::rmq_event::render_message(&env.to_properties(), &env.body, false));
+            }
+        }
+        let event = RmqEvent { messages_by_queue: [("stratus.fn.diag::/".to_string(), messages)].into_iter().collect(), ..Default::default() };
+        let report = harness.handle_event(&event, "req-1").await.unwrap();
+        assert_eq!(report, BatchReport { handled: 12, retried: 0, parked: 0 });
+        assert!(most.load(std::sync::atomic::Ordering::SeqCst) > 1, "jobs ran one at a time");
+        let log = log.lock().unwrap();
+        for job in ["a", "b", "c", "d"] {
+            let order: Vec<u64> = log.iter().filter(|(j, _)| j == job).map(|(_, m)| *m).collect();
+            assert_eq!(order, vec![30, 20, 10], "job {job} ran out of order");
+        }
+    }
+
     #[test]
     fn parked_copies_keep_identity_and_gain_a_reason() {
         let env = Envelope::new(diag::NOOP, &diag::Noop {}).with_job_id("j1");
