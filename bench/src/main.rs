@@ -15,7 +15,11 @@ use stats::Summary;
 
 #[derive(Parser)]
 struct Cli {
-    #[arg(long, env = "STRATUS_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672")]
+    #[arg(
+        long,
+        env = "STRATUS_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672"
+    )]
     amqp_url: String,
     #[command(subcommand)]
     bench: Bench,
@@ -49,9 +53,25 @@ enum Bench {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
-        Bench::ConfirmLatency { messages, payload } => confirm_latency(&cli.amqp_url, messages, payload).await,
-        Bench::Runner { messages, batch_size, latency_messages, rate } => {
-            runner_bench::run(&cli.amqp_url, runner_bench::Options { messages, batch_size, latency_messages, rate }).await
+        Bench::ConfirmLatency { messages, payload } => {
+            confirm_latency(&cli.amqp_url, messages, payload).await
+        }
+        Bench::Runner {
+            messages,
+            batch_size,
+            latency_messages,
+            rate,
+        } => {
+            runner_bench::run(
+                &cli.amqp_url,
+                runner_bench::Options {
+                    messages,
+                    batch_size,
+                    latency_messages,
+                    rate,
+                },
+            )
+            .await
         }
     }
 }
@@ -61,9 +81,13 @@ async fn confirm_latency(url: &str, messages: usize, payload: usize) -> anyhow::
         .await
         .context("connecting to RabbitMQ")?;
     let channel = conn.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let body = vec![b'x'; payload];
-    println!("confirm latency, one persistent {payload} B publish awaited at a time, {messages} messages");
+    println!(
+        "confirm latency, one persistent {payload} B publish awaited at a time, {messages} messages"
+    );
     let mut baseline = None;
     for queue_type in [QueueType::Classic, QueueType::Quorum] {
         let queue = format!("stratus.bench.confirm.{queue_type:?}").to_lowercase();
@@ -71,15 +95,30 @@ async fn confirm_latency(url: &str, messages: usize, payload: usize) -> anyhow::
             queue_type: Some(queue_type),
             ..Default::default()
         });
-        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
         channel
-            .queue_declare(queue.as_str().into(), lapin::options::QueueDeclareOptions { durable: true, ..Default::default() }, args)
+            .queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
             .await?;
         let mut samples = Vec::with_capacity(messages);
         for i in 0..messages + 100 {
             let start = Instant::now();
             channel
-                .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &body, BasicProperties::default().with_delivery_mode(2))
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
                 .await?
                 .await?;
             if i >= 100 {
@@ -97,7 +136,9 @@ async fn confirm_latency(url: &str, messages: usize, payload: usize) -> anyhow::
             messages as f64 / s.total.as_secs_f64(),
             s.p50.as_secs_f64() / base.as_secs_f64()
         );
-        channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
     }
     Ok(())
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use futures::{FutureExt, StreamExt};
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use stratus_contracts::config::Config;
@@ -39,28 +41,54 @@ struct Vhost(String);
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").args(["-q", "delete_vhost", &self.0]).output();
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "delete_vhost", &self.0])
+            .output();
     }
 }
 
 fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("rabbitmqctl").args(args).output().context("running rabbitmqctl")?;
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .context("running rabbitmqctl")?;
     if !out.status.success() {
-        bail!("rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
 
 pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
-    let bin_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).unwrap_or_default();
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     for b in ["stratus-local", "stratus-fn-diag"] {
         if !bin_dir.join(b).is_file() {
-            bail!("{} has no {b}: run `cargo build --release --bins` first", bin_dir.display());
+            bail!(
+                "{} has no {b}: run `cargo build --release --bins` first",
+                bin_dir.display()
+            );
         }
     }
-    let vhost = Vhost(format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let vhost = Vhost(format!(
+        "bench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
     rabbitmqctl(&["-q", "add_vhost", &vhost.0])?;
-    rabbitmqctl(&["-q", "set_permissions", "-p", &vhost.0, "guest", ".*", ".*", ".*"])?;
+    rabbitmqctl(&[
+        "-q",
+        "set_permissions",
+        "-p",
+        &vhost.0,
+        "guest",
+        ".*",
+        ".*",
+        ".*",
+    ])?;
     let home = std::env::temp_dir().join(format!("stratus-{}", vhost.0));
     std::fs::create_dir_all(&home)?;
     let config = Config::from_lookup(|k| match k {
@@ -75,15 +103,28 @@ pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
     let publisher = Publisher::new(config.clone(), Arc::new(topology), "bench");
     let channel = connection.create_channel().await?;
 
-    println!("== throughput: drain {} prefilled no-op messages, batch size {}, batching window 0 ==", o.messages, o.batch_size);
+    println!(
+        "== throughput: drain {} prefilled no-op messages, batch size {}, batching window 0 ==",
+        o.messages, o.batch_size
+    );
     prefill(&publisher, o.messages).await?;
     let bare = drain_bare(&connection, o.messages, o.batch_size).await?;
     let bare_rate = o.messages as f64 / bare.as_secs_f64();
-    println!("  bare lapin consumer : {:>9.0} msg/s  ({:.2} s)", bare_rate, bare.as_secs_f64());
+    println!(
+        "  bare lapin consumer : {:>9.0} msg/s  ({:.2} s)",
+        bare_rate,
+        bare.as_secs_f64()
+    );
 
     prefill(&publisher, o.messages).await?;
     let manifest = write_manifest(&home, o.batch_size)?;
-    let runner = Runner::start(&bin_dir, &manifest, &config, "warn", &home.join("runner-throughput.log"))?;
+    let runner = Runner::start(
+        &bin_dir,
+        &manifest,
+        &config,
+        "warn",
+        &home.join("runner-throughput.log"),
+    )?;
     let started = wait_for_first_take(&channel, o.messages).await?;
     wait_for_empty(&channel).await?;
     let status = runner.wait_until_handled(o.messages as u64).await?;
@@ -99,17 +140,38 @@ pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
         batches,
         status["functions"][0]["errors"]
     );
-    println!("  ratio runner / bare : {:.2}   (target >= 0.5)", runner_rate / bare_rate);
+    println!(
+        "  ratio runner / bare : {:.2}   (target >= 0.5)",
+        runner_rate / bare_rate
+    );
     if invocations != batches {
         bail!("the runner's invocations ({invocations}) differ from its batches ({batches})");
     }
     drop(runner);
 
-    println!("== latency: publish to handler entry, {} messages at {} msg/s, batching window 0 ==", o.latency_messages, o.rate);
-    channel.queue_purge(QUEUE.into(), QueuePurgeOptions::default()).await?;
-    let bare = latency_bare(&connection, &publisher, o.latency_messages, o.rate, o.batch_size).await?;
+    println!(
+        "== latency: publish to handler entry, {} messages at {} msg/s, batching window 0 ==",
+        o.latency_messages, o.rate
+    );
+    channel
+        .queue_purge(QUEUE.into(), QueuePurgeOptions::default())
+        .await?;
+    let bare = latency_bare(
+        &connection,
+        &publisher,
+        o.latency_messages,
+        o.rate,
+        o.batch_size,
+    )
+    .await?;
     let log = home.join("runner-latency.log");
-    let runner = Runner::start(&bin_dir, &manifest, &config, "warn,stratus_messaging::harness=debug", &log)?;
+    let runner = Runner::start(
+        &bin_dir,
+        &manifest,
+        &config,
+        "warn,stratus_messaging::harness=debug",
+        &log,
+    )?;
     runner.wait_until_ready_instance().await?;
     let sent = publish_paced(&publisher, o.latency_messages, o.rate).await?;
     runner.wait_until_handled(o.latency_messages as u64).await?;
@@ -117,17 +179,33 @@ pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
     let entries = handler_entries(&log)?;
     let mut samples: Vec<Duration> = sent
         .iter()
-        .filter_map(|(id, at)| entries.get(id).and_then(|entered| entered.duration_since(*at).ok()))
+        .filter_map(|(id, at)| {
+            entries
+                .get(id)
+                .and_then(|entered| entered.duration_since(*at).ok())
+        })
         .collect();
     if samples.len() < sent.len() * 99 / 100 {
-        bail!("only {} of {} messages have a handler-entry log line", samples.len(), sent.len());
+        bail!(
+            "only {} of {} messages have a handler-entry log line",
+            samples.len(),
+            sent.len()
+        );
     }
     let mut bare_samples = bare;
     let b = Summary::of(&mut bare_samples);
     let r = Summary::of(&mut samples);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("  bare lapin consumer : p50 {:>7.3} ms  p99 {:>7.3} ms", ms(b.p50), ms(b.p99));
-    println!("  runner + diag       : p50 {:>7.3} ms  p99 {:>7.3} ms", ms(r.p50), ms(r.p99));
+    println!(
+        "  bare lapin consumer : p50 {:>7.3} ms  p99 {:>7.3} ms",
+        ms(b.p50),
+        ms(b.p99)
+    );
+    println!(
+        "  runner + diag       : p50 {:>7.3} ms  p99 {:>7.3} ms",
+        ms(r.p50),
+        ms(r.p99)
+    );
     println!(
         "  added by the runner : p50 {:>7.3} ms  p99 {:>7.3} ms   (target: added p50 < 1 ms)",
         ms(r.p50) - ms(b.p50),
@@ -144,20 +222,41 @@ async fn prefill(publisher: &Publisher, n: usize) -> anyhow::Result<()> {
     while done < n {
         let count = chunk.min(n - done);
         let batch: Vec<Outgoing> = (0..count)
-            .map(|_| Outgoing::envelope(names::COMMANDS_EXCHANGE, diag::NOOP, &Envelope::new(diag::NOOP, &diag::Noop {})))
+            .map(|_| {
+                Outgoing::envelope(
+                    names::COMMANDS_EXCHANGE,
+                    diag::NOOP,
+                    &Envelope::new(diag::NOOP, &diag::Noop {}),
+                )
+            })
             .collect();
         publisher.publish_all(&batch).await?;
         done += count;
         eprint!("\r  prefilling: {done}/{n}");
     }
-    eprintln!("\r  prefilled {n} in {:.1} s            ", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\r  prefilled {n} in {:.1} s            ",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
-async fn consumer(connection: &Connection, prefetch: u16) -> anyhow::Result<(Channel, lapin::Consumer)> {
+async fn consumer(
+    connection: &Connection,
+    prefetch: u16,
+) -> anyhow::Result<(Channel, lapin::Consumer)> {
     let channel = connection.create_channel().await?;
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let consumer = channel.basic_consume(QUEUE.into(), "bench-bare".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            QUEUE.into(),
+            "bench-bare".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     Ok((channel, consumer))
 }
 
@@ -189,7 +288,16 @@ async fn drain_bare(connection: &Connection, n: usize, batch: u16) -> anyhow::Re
 }
 
 async fn depth(channel: &Channel) -> anyhow::Result<u32> {
-    let q = channel.queue_declare(QUEUE.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await?;
+    let q = channel
+        .queue_declare(
+            QUEUE.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
     Ok(q.message_count())
 }
 
@@ -213,12 +321,20 @@ async fn wait_for_empty(channel: &Channel) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn latency_bare(connection: &Connection, publisher: &Publisher, n: usize, rate: u32, batch: u16) -> anyhow::Result<Vec<Duration>> {
+async fn latency_bare(
+    connection: &Connection,
+    publisher: &Publisher,
+    n: usize,
+    rate: u32,
+    batch: u16,
+) -> anyhow::Result<Vec<Duration>> {
     let (channel, mut consumer) = consumer(connection, batch).await?;
     let receiver = tokio::spawn(async move {
         let mut received: HashMap<String, SystemTime> = HashMap::new();
         while received.len() < n {
-            let Some(Ok(d)) = consumer.next().await else { break };
+            let Some(Ok(d)) = consumer.next().await else {
+                break;
+            };
             let at = SystemTime::now();
             if let Some(id) = d.properties.message_id() {
                 received.insert(id.to_string(), at);
@@ -230,11 +346,18 @@ async fn latency_bare(connection: &Connection, publisher: &Publisher, n: usize, 
     let sent = publish_paced(publisher, n, rate).await?;
     let received = receiver.await?;
     channel.close(200, "done".into()).await?;
-    Ok(sent.iter().filter_map(|(id, at)| received.get(id).and_then(|r| r.duration_since(*at).ok())).collect())
+    Ok(sent
+        .iter()
+        .filter_map(|(id, at)| received.get(id).and_then(|r| r.duration_since(*at).ok()))
+        .collect())
 }
 
 /// Publishes `n` no-op messages at `rate` per second; returns each message id with its publish time.
-async fn publish_paced(publisher: &Publisher, n: usize, rate: u32) -> anyhow::Result<Vec<(String, SystemTime)>> {
+async fn publish_paced(
+    publisher: &Publisher,
+    n: usize,
+    rate: u32,
+) -> anyhow::Result<Vec<(String, SystemTime)>> {
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sent = Vec::with_capacity(n);
@@ -242,7 +365,13 @@ async fn publish_paced(publisher: &Publisher, n: usize, rate: u32) -> anyhow::Re
         ticks.tick().await;
         let env = Envelope::new(diag::NOOP, &diag::Noop {});
         let at = SystemTime::now();
-        publisher.publish(Outgoing::envelope(names::COMMANDS_EXCHANGE, diag::NOOP, &env)).await?;
+        publisher
+            .publish(Outgoing::envelope(
+                names::COMMANDS_EXCHANGE,
+                diag::NOOP,
+                &env,
+            ))
+            .await?;
         sent.push((env.message_id.to_string(), at));
     }
     Ok(sent)
@@ -253,8 +382,13 @@ fn handler_entries(log: &Path) -> anyhow::Result<HashMap<String, SystemTime>> {
     let text = std::fs::read_to_string(log)?;
     let mut out = HashMap::new();
     for line in text.lines().filter(|l| l.contains("handler entered")) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let (Some(ts), Some(id)) = (v["timestamp"].as_str(), v["span"]["message_id"].as_str()) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(ts), Some(id)) = (v["timestamp"].as_str(), v["span"]["message_id"].as_str())
+        else {
+            continue;
+        };
         let t = chrono::DateTime::parse_from_rfc3339(ts)?;
         out.insert(id.to_string(), SystemTime::from(t));
     }
@@ -283,19 +417,38 @@ struct Runner {
 }
 
 impl Runner {
-    fn start(bin_dir: &Path, manifest: &Path, config: &Config, log_filter: &str, log: &Path) -> anyhow::Result<Self> {
+    fn start(
+        bin_dir: &Path,
+        manifest: &Path,
+        config: &Config,
+        log_filter: &str,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let address = config.home.join("local-runner.json");
         let _ = std::fs::remove_file(&address);
         let mut cmd = Command::new(bin_dir.join("stratus-local"));
-        cmd.arg("up").arg("--manifest").arg(manifest).arg("--bin-dir").arg(bin_dir).envs(config.to_env()).env("RUST_LOG", log_filter);
-        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log)?);
+        cmd.arg("up")
+            .arg("--manifest")
+            .arg(manifest)
+            .arg("--bin-dir")
+            .arg(bin_dir)
+            .envs(config.to_env())
+            .env("RUST_LOG", log_filter);
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?);
         let child = cmd.spawn()?;
         let started = Instant::now();
         loop {
             if let Ok(text) = std::fs::read(&address)
                 && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text)
             {
-                return Ok(Self { child, status_url: format!("http://{}/local/status", v["runtime_api"].as_str().unwrap_or_default()) });
+                return Ok(Self {
+                    child,
+                    status_url: format!(
+                        "http://{}/local/status",
+                        v["runtime_api"].as_str().unwrap_or_default()
+                    ),
+                });
             }
             if started.elapsed() > Duration::from_secs(30) {
                 bail!("stratus-local did not start; see {}", log.display());
@@ -312,7 +465,9 @@ impl Runner {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let s = self.status().await?;
-            if s["queue_triggers"][0]["messages"].as_u64() >= Some(n) && s["functions"][0]["in_flight"] == 0 {
+            if s["queue_triggers"][0]["messages"].as_u64() >= Some(n)
+                && s["functions"][0]["in_flight"] == 0
+            {
                 return Ok(s);
             }
             if Instant::now() > deadline {
@@ -326,7 +481,10 @@ impl Runner {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let s = self.status().await?;
-            if s["functions"][0]["instances"].as_array().is_some_and(|a| a.iter().any(|i| i["state"] == "idle")) {
+            if s["functions"][0]["instances"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|i| i["state"] == "idle"))
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

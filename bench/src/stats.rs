@@ -11,6 +11,11 @@ impl Summary {
     pub fn of(samples: &mut [Duration]) -> Self {
         samples.sort();
         let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-        Self { p50: at(0.5), p99: at(0.99), max: *samples.last().unwrap_or(&Duration::ZERO), total: samples.iter().sum() }
+        Self {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: *samples.last().unwrap_or(&Duration::ZERO),
+            total: samples.iter().sum(),
+        }
     }
 }

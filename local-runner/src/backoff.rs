@@ -10,12 +10,19 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, attempt: 0 }
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The next wait: a random time up to base * 2^attempt, capped at max, and at least base / 2.
-    pub fn next(&mut self) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
         self.attempt += 1;
         let floor = self.base / 2;
         let span = ceiling.saturating_sub(floor);
@@ -35,10 +42,13 @@ mod tests {
     fn grows_to_the_cap_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         for _ in 0..20 {
-            let d = b.next();
-            assert!(d >= Duration::from_millis(50) && d <= Duration::from_secs(1), "{d:?}");
+            let d = b.next_delay();
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_secs(1),
+                "{d:?}"
+            );
         }
         b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
+        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

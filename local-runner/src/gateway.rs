@@ -30,7 +30,11 @@ pub struct Route {
 
 impl Route {
     fn route_key(&self, method: &str) -> String {
-        if self.methods.is_empty() { format!("ANY {}", self.path) } else { format!("{method} {}", self.path) }
+        if self.methods.is_empty() {
+            format!("ANY {}", self.path)
+        } else {
+            format!("{method} {}", self.path)
+        }
     }
 
     fn accepts(&self, method: &str, path: &str) -> bool {
@@ -46,7 +50,11 @@ fn gateway_message(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "message": message }))).into_response()
 }
 
-async fn handle(State(routes): State<Arc<Vec<Route>>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Response {
+async fn handle(
+    State(routes): State<Arc<Vec<Route>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
     let method = request.method().as_str().to_string();
     let path = request.uri().path().to_string();
     let Some(route) = routes.iter().find(|r| r.accepts(&method, &path)) else {
@@ -55,9 +63,19 @@ async fn handle(State(routes): State<Arc<Vec<Route>>>, ConnectInfo(peer): Connec
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
         Ok(b) => b,
-        Err(_) => return gateway_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+        Err(_) => {
+            return gateway_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+        }
     };
-    let event = build_event(route, &method, &path, parts.uri.query().unwrap_or(""), &parts.headers, &body, peer);
+    let event = build_event(
+        route,
+        &method,
+        &path,
+        parts.uri.query().unwrap_or(""),
+        &parts.headers,
+        &body,
+        peer,
+    );
     let payload = serde_json::to_vec(&event).expect("JSON");
     let Some(pool) = &route.pool else {
         return gateway_message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
@@ -65,7 +83,9 @@ async fn handle(State(routes): State<Arc<Vec<Route>>>, ConnectInfo(peer): Connec
     match pool.invoke(payload.into()).await {
         Outcome::Success(answer) => map_response(&answer),
         Outcome::Error(body) => {
-            let timed_out = serde_json::from_slice::<Value>(&body).ok().is_some_and(|v| v["errorType"] == "Sandbox.Timedout");
+            let timed_out = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .is_some_and(|v| v["errorType"] == "Sandbox.Timedout");
             if timed_out {
                 gateway_message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
             } else {
@@ -78,8 +98,21 @@ async fn handle(State(routes): State<Arc<Vec<Route>>>, ConnectInfo(peer): Connec
 /// Whether API Gateway passes a body of this content type as text (otherwise base64).
 fn is_text(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return false };
-    let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    ct.starts_with("text/") || ["application/json", "application/xml", "application/javascript"].contains(&ct.as_str()) || ct.ends_with("+json") || ct.ends_with("+xml")
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    ct.starts_with("text/")
+        || [
+            "application/json",
+            "application/xml",
+            "application/javascript",
+        ]
+        .contains(&ct.as_str())
+        || ct.ends_with("+json")
+        || ct.ends_with("+xml")
 }
 
 fn percent_decode(s: &str) -> String {
@@ -89,7 +122,9 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -114,42 +149,55 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub fn build_event(route: &Route, method: &str, path: &str, raw_query: &str, headers: &HeaderMap, body: &Bytes, peer: SocketAddr) -> Value {
+/// Inserts `value`, joining it to an existing value with a comma, as API Gateway
+/// does for repeated headers and query parameters.
+fn join_insert(map: &mut Map<String, Value>, key: String, value: &str) {
+    match map.get_mut(&key) {
+        Some(Value::String(existing)) => {
+            existing.push(',');
+            existing.push_str(value);
+        }
+        _ => {
+            map.insert(key, Value::String(value.to_string()));
+        }
+    }
+}
+
+pub fn build_event(
+    route: &Route,
+    method: &str,
+    path: &str,
+    raw_query: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    peer: SocketAddr,
+) -> Value {
     let mut header_map: Map<String, Value> = Map::new();
     let mut cookies: Vec<String> = Vec::new();
     for (name, value) in headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         if name == "cookie" {
-            cookies.extend(value.split(';').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()));
+            cookies.extend(
+                value
+                    .split(';')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty()),
+            );
             continue;
         }
-        let key = name.as_str().to_ascii_lowercase();
-        match header_map.get_mut(&key) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&value);
-            }
-            _ => {
-                header_map.insert(key, Value::String(value));
-            }
-        }
+        join_insert(&mut header_map, name.as_str().to_ascii_lowercase(), &value);
     }
     let mut query: Map<String, Value> = Map::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(v));
-        match query.get_mut(&k) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&v);
-            }
-            _ => {
-                query.insert(k, Value::String(v));
-            }
-        }
+        join_insert(&mut query, percent_decode(k), &percent_decode(v));
     }
     let now = chrono::Utc::now();
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
     let route_key = route.route_key(method);
     let mut event = json!({
         "version": "2.0",
@@ -201,21 +249,31 @@ pub fn build_event(route: &Route, method: &str, path: &str, raw_query: &str, hea
 pub fn map_response(answer: &[u8]) -> Response {
     let value: Value = match serde_json::from_slice(answer) {
         Ok(v) => v,
-        Err(_) => return gateway_message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        Err(_) => {
+            return gateway_message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
     };
     let Some(status) = value.get("statusCode").and_then(Value::as_u64) else {
         let mut r = Response::new(Body::from(answer.to_vec()));
-        r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
         return r;
     };
     let Ok(status) = StatusCode::from_u16(status as u16) else {
         return gateway_message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
     let body = match value.get("body") {
-        Some(Value::String(s)) if value.get("isBase64Encoded") == Some(&Value::Bool(true)) => match BASE64.decode(s) {
-            Ok(b) => b,
-            Err(_) => return gateway_message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-        },
+        Some(Value::String(s)) if value.get("isBase64Encoded") == Some(&Value::Bool(true)) => {
+            match BASE64.decode(s) {
+                Ok(b) => b,
+                Err(_) => {
+                    return gateway_message(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                    );
+                }
+            }
+        }
         Some(Value::String(s)) => s.clone().into_bytes(),
         Some(other) => other.to_string().into_bytes(),
         None => Vec::new(),
@@ -228,7 +286,10 @@ pub fn map_response(answer: &[u8]) -> Response {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
                 response.headers_mut().append(name, value);
             }
         }

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "stratus-local", version, about = "Runs Stratus functions locally, as AWS Lambda runs them")]
+#[command(
+    name = "stratus-local",
+    version,
+    about = "Runs Stratus functions locally, as AWS Lambda runs them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => runner::up(args).await,
-            Command::Invoke { function, event, common } => runner::invoke(&function, &event, common).await,
+            Command::Invoke {
+                function,
+                event,
+                common,
+            } => runner::invoke(&function, &event, common).await,
             Command::Status { json } => runner::status(json).await,
         }
     });

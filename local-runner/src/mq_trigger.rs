@@ -19,21 +19,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use tokio::sync::watch;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use serde::Serialize;
 use stratus_contracts::config::Config;
 use stratus_messaging::broker;
 use stratus_messaging::rmq_event::{self, RmqEvent};
+use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::pool::{ACCOUNT_ID, MAX_RESPONSE_BYTES, Pool, REGION};
 
 /// The broker ARN the local runner reports as `eventSourceArn`.
 pub fn broker_arn() -> String {
-    format!("arn:aws:mq:{REGION}:{ACCOUNT_ID}:broker:stratus-local:b-00000000-0000-4000-8000-000000000000")
+    format!(
+        "arn:aws:mq:{REGION}:{ACCOUNT_ID}:broker:stratus-local:b-00000000-0000-4000-8000-000000000000"
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -110,17 +114,20 @@ impl QueueTrigger {
         let mut empty_for = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let Some((depth, _)) = self.queue_counts().await else { continue };
+            let Some((depth, _)) = self.queue_counts().await else {
+                continue;
+            };
             let running = *self.target.borrow();
             empty_for = if depth == 0 { empty_for + 1 } else { 0 };
-            let wanted = if depth > running * self.spec.batch_size && running < self.spec.concurrency {
-                running + 1
-            } else if empty_for >= SCALE_DOWN_AFTER && running > 1 {
-                empty_for = 0;
-                running - 1
-            } else {
-                running
-            };
+            let wanted =
+                if depth > running * self.spec.batch_size && running < self.spec.concurrency {
+                    running + 1
+                } else if empty_for >= SCALE_DOWN_AFTER && running > 1 {
+                    empty_for = 0;
+                    running - 1
+                } else {
+                    running
+                };
             if wanted != running {
                 tracing::info!(function = %self.spec.function, queue = %self.spec.queue, depth, pollers = wanted, "scaling pollers");
                 self.target.send_replace(wanted);
@@ -143,7 +150,7 @@ impl QueueTrigger {
                 continue;
             };
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-            let wait = backoff.next();
+            let wait = backoff.next_delay();
             tracing::warn!(function = %self.spec.function, queue = %self.spec.queue, slot, error = %error, retry_in_ms = wait.as_millis() as u64, "queue trigger lost its broker connection");
             tokio::time::sleep(wait).await;
         }
@@ -151,7 +158,12 @@ impl QueueTrigger {
 
     /// Consumes until the connection fails (returns why) or the poller is scaled down (None).
     async fn consume(&self, slot: u32, backoff: &mut Backoff) -> Option<anyhow::Error> {
-        let connection = match broker::connect(&self.config, &format!("stratus-local trigger {} #{slot}", self.spec.function)).await {
+        let connection = match broker::connect(
+            &self.config,
+            &format!("stratus-local trigger {} #{slot}", self.spec.function),
+        )
+        .await
+        {
             Ok(c) => c,
             Err(e) => return Some(e.into()),
         };
@@ -184,7 +196,7 @@ impl QueueTrigger {
                 if self.invoke_batch(batch).await? {
                     failures.reset();
                 } else {
-                    tokio::time::sleep(failures.next()).await;
+                    tokio::time::sleep(failures.next_delay()).await;
                 }
             }
         }
@@ -196,7 +208,11 @@ impl QueueTrigger {
     /// Gathers a batch after `first`: up to the batch size, within the batching
     /// window (0: only what is already here), under 6 MB. A message that would
     /// pass 6 MB is carried to the next batch.
-    async fn gather(&self, first: Delivery, consumer: &mut lapin::Consumer) -> anyhow::Result<(Vec<Delivery>, Option<Delivery>)> {
+    async fn gather(
+        &self,
+        first: Delivery,
+        consumer: &mut lapin::Consumer,
+    ) -> anyhow::Result<(Vec<Delivery>, Option<Delivery>)> {
         let mut size = first.data.len();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + self.spec.batching_window;
@@ -230,19 +246,28 @@ impl QueueTrigger {
         // dead-letter exchange takes it here instead, so nothing is lost.
         if batch.len() == 1 && batch[0].data.len() > MAX_RESPONSE_BYTES {
             tracing::error!(function = %self.spec.function, queue = %self.spec.queue, bytes = batch[0].data.len(), "message over 6 MB; rejected to the dead-letter exchange");
-            batch[0].reject(BasicRejectOptions { requeue: false }).await?;
+            batch[0]
+                .reject(BasicRejectOptions { requeue: false })
+                .await?;
             return Ok(true);
         }
-        let messages = batch.iter().map(|d| rmq_event::render_message(&d.properties, &d.data, d.redelivered)).collect();
+        let messages = batch
+            .iter()
+            .map(|d| rmq_event::render_message(&d.properties, &d.data, d.redelivered))
+            .collect();
         let event = RmqEvent {
             event_source: Some(rmq_event::EVENT_SOURCE.to_string()),
             event_source_arn: Some(broker_arn()),
-            messages_by_queue: [(RmqEvent::key(&self.spec.queue, vhost), messages)].into_iter().collect(),
+            messages_by_queue: [(RmqEvent::key(&self.spec.queue, vhost), messages)]
+                .into_iter()
+                .collect(),
         };
         let payload = serde_json::to_vec(&event)?;
         let outcome = self.pool.invoke(payload.into()).await;
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
-        self.counters.messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.counters
+            .messages
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if outcome.is_success() {
             let last = batch.last().expect("a batch has a message");
             last.ack(BasicAckOptions { multiple: true }).await?;
@@ -282,14 +307,29 @@ impl QueueTrigger {
     /// Ready messages and consumers of the queue (a passive declare on a kept channel).
     async fn queue_counts(&self) -> Option<(u32, u32)> {
         let mut kept = self.counts.lock().await;
-        if !kept.as_ref().is_some_and(|(c, ch)| c.status().connected() && ch.status().connected()) {
-            let connection = broker::connect(&self.config, &format!("stratus-local depth {}", self.spec.queue)).await.ok()?;
+        if !kept
+            .as_ref()
+            .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected())
+        {
+            let connection = broker::connect(
+                &self.config,
+                &format!("stratus-local depth {}", self.spec.queue),
+            )
+            .await
+            .ok()?;
             let channel = connection.create_channel().await.ok()?;
             *kept = Some((connection, channel));
         }
         let (_, channel) = kept.as_ref()?;
         match channel
-            .queue_declare(self.spec.queue.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                self.spec.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
         {
             Ok(q) => Some((q.message_count(), q.consumer_count())),

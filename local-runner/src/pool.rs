@@ -42,7 +42,10 @@ pub struct FunctionSpec {
 
 impl FunctionSpec {
     pub fn arn(&self) -> String {
-        format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{}", self.name)
+        format!(
+            "arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{}",
+            self.name
+        )
     }
 }
 
@@ -145,7 +148,12 @@ pub struct Pool {
 
 impl Pool {
     /// `runtime_api` is the `host:port` of the Runtime API server.
-    pub fn new(spec: FunctionSpec, runtime_api: String, freeze_idle: bool, idle_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        spec: FunctionSpec,
+        runtime_api: String,
+        freeze_idle: bool,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
         let (ready_tx, ready_rx) = mpsc::unbounded_channel();
         Arc::new(Self {
             spec,
@@ -181,16 +189,38 @@ impl Pool {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let spec = &self.spec;
         let mut cmd = Command::new(&spec.binary);
-        let task_root = spec.binary.parent().map(|p| p.display().to_string()).unwrap_or_default();
-        let stream = format!("{}/[$LATEST]{:032x}", chrono::Utc::now().format("%Y/%m/%d"), rand::random::<u128>());
+        let task_root = spec
+            .binary
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let stream = format!(
+            "{}/[$LATEST]{:032x}",
+            chrono::Utc::now().format("%Y/%m/%d"),
+            rand::random::<u128>()
+        );
         cmd.env_clear()
-            .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME" || k == "RUST_LOG" || k == "RUST_BACKTRACE"))
-            .env("AWS_LAMBDA_RUNTIME_API", format!("http://{}/fn/{}/{}", self.runtime_api, spec.name, id))
+            .envs(std::env::vars().filter(|(k, _)| {
+                k == "PATH" || k == "HOME" || k == "RUST_LOG" || k == "RUST_BACKTRACE"
+            }))
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://{}/fn/{}/{}", self.runtime_api, spec.name, id),
+            )
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
-            .env("AWS_LAMBDA_FUNCTION_TIMEOUT", spec.timeout.as_secs().to_string())
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name))
+            .env(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                spec.memory_mb.to_string(),
+            )
+            .env(
+                "AWS_LAMBDA_FUNCTION_TIMEOUT",
+                spec.timeout.as_secs().to_string(),
+            )
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", spec.name),
+            )
             .env("AWS_LAMBDA_LOG_STREAM_NAME", stream)
             .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
             .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
@@ -200,7 +230,11 @@ impl Pool {
             .env("LAMBDA_RUNTIME_DIR", "/var/runtime")
             .env("_HANDLER", "bootstrap")
             .env("TZ", ":UTC")
-            .envs(spec.environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                spec.environment
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         let mut child = cmd.spawn()?;
@@ -226,8 +260,16 @@ impl Pool {
         let watchdog = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(INIT_TIMEOUT).await;
-            let Some(pool) = watchdog.upgrade() else { return };
-            if pool.instances.lock().await.get(&id).is_some_and(|i| i.state == InstanceState::Starting) {
+            let Some(pool) = watchdog.upgrade() else {
+                return;
+            };
+            if pool
+                .instances
+                .lock()
+                .await
+                .get(&id)
+                .is_some_and(|i| i.state == InstanceState::Starting)
+            {
                 tracing::warn!(function = %pool.spec.name, instance = id, "init phase over {}s; killing", INIT_TIMEOUT.as_secs());
                 signal(pid, libc::SIGKILL);
             }
@@ -235,23 +277,34 @@ impl Pool {
         // Supervise: on exit, fail what it was running and forget it.
         let pool = self.clone();
         tokio::spawn(async move {
-            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            let status = child
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
             pool.on_exit(id, &status).await;
         });
         Ok(id)
     }
 
     async fn on_exit(&self, id: u64, status: &str) {
-        let Some(instance) = self.instances.lock().await.remove(&id) else { return };
+        let Some(instance) = self.instances.lock().await.remove(&id) else {
+            return;
+        };
         let retiring = instance.state == InstanceState::Retiring;
         if let Some((request_id, done)) = instance.current {
             self.counters.crashes.fetch_add(1, Ordering::Relaxed);
             tracing::error!(function = %self.spec.name, instance = id, request_id, status, "instance exited during an invocation");
-            let _ = done.send(Outcome::platform_error("Runtime.ExitError", &format!("RequestId: {request_id} Error: Runtime exited ({status})")));
+            let _ = done.send(Outcome::platform_error(
+                "Runtime.ExitError",
+                &format!("RequestId: {request_id} Error: Runtime exited ({status})"),
+            ));
         } else if instance.state == InstanceState::Starting {
             self.counters.crashes.fetch_add(1, Ordering::Relaxed);
             tracing::error!(function = %self.spec.name, instance = id, status, "instance exited during init");
-            let _ = self.ready_tx.send(Readiness::InitFailed(id, status.to_string()));
+            let _ = self
+                .ready_tx
+                .send(Readiness::InitFailed(id, status.to_string()));
         } else if !retiring {
             self.counters.crashes.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(function = %self.spec.name, instance = id, status, "idle instance exited");
@@ -284,7 +337,9 @@ impl Pool {
     /// Returns false when the request id is not the one the instance is running.
     pub async fn complete(&self, id: u64, request_id: &str, outcome: Outcome) -> bool {
         let mut instances = self.instances.lock().await;
-        let Some(instance) = instances.get_mut(&id) else { return false };
+        let Some(instance) = instances.get_mut(&id) else {
+            return false;
+        };
         match instance.current.take() {
             Some((current, done)) if current == request_id => {
                 let _ = done.send(outcome);
@@ -319,13 +374,22 @@ impl Pool {
             Err(outcome) => return outcome,
         };
         let timeout = self.spec.timeout;
-        let deadline_ms = (chrono::Utc::now().timestamp_millis() as u64) + timeout.as_millis() as u64;
+        let deadline_ms =
+            (chrono::Utc::now().timestamp_millis() as u64) + timeout.as_millis() as u64;
         let (done_tx, done_rx) = oneshot::channel();
-        let invocation = Invocation { request_id: request_id.clone(), payload, deadline_ms, trace_id: xray_trace_id() };
+        let invocation = Invocation {
+            request_id: request_id.clone(),
+            payload,
+            deadline_ms,
+            trace_id: xray_trace_id(),
+        };
         {
             let mut instances = self.instances.lock().await;
             let Some(instance) = instances.get_mut(&id) else {
-                return Outcome::platform_error("Runtime.ExitError", "the instance exited before the invocation started");
+                return Outcome::platform_error(
+                    "Runtime.ExitError",
+                    "the instance exited before the invocation started",
+                );
             };
             instance.state = InstanceState::Busy;
             instance.current = Some((request_id.clone(), done_tx));
@@ -340,7 +404,10 @@ impl Pool {
         }
         match tokio::time::timeout(timeout, done_rx).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Outcome::platform_error("Runtime.ExitError", &format!("RequestId: {request_id} the instance went away")),
+            Ok(Err(_)) => Outcome::platform_error(
+                "Runtime.ExitError",
+                &format!("RequestId: {request_id} the instance went away"),
+            ),
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 let mut instances = self.instances.lock().await;
@@ -353,7 +420,10 @@ impl Pool {
                 tracing::warn!(function = %self.spec.name, instance = id, request_id, "task timed out; instance killed");
                 Outcome::platform_error(
                     "Sandbox.Timedout",
-                    &format!("RequestId: {request_id} Error: Task timed out after {:.2} seconds", timeout.as_secs_f64()),
+                    &format!(
+                        "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
+                        timeout.as_secs_f64()
+                    ),
                 )
             }
         }
@@ -375,21 +445,32 @@ impl Pool {
                 // Re-check scaling while waiting, so that an instance lost meanwhile is replaced.
                 match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
                     Ok(Some(r)) => r,
-                    Ok(None) => return Err(Outcome::platform_error("Runtime.Unavailable", "the pool is shut down")),
+                    Ok(None) => {
+                        return Err(Outcome::platform_error(
+                            "Runtime.Unavailable",
+                            "the pool is shut down",
+                        ));
+                    }
                     Err(_) => continue,
                 }
             };
             match readiness {
                 Readiness::Ready(id) => {
                     let instances = self.instances.lock().await;
-                    if instances.get(&id).is_some_and(|i| i.state == InstanceState::Idle && i.current.is_none()) {
+                    if instances
+                        .get(&id)
+                        .is_some_and(|i| i.state == InstanceState::Idle && i.current.is_none())
+                    {
                         return Ok(id);
                     }
                 }
                 Readiness::InitFailed(id, status) => {
                     return Err(Outcome::platform_error(
                         "Runtime.ExitError",
-                        &format!("instance {id} of {} exited during init ({status})", self.spec.name),
+                        &format!(
+                            "instance {id} of {} exited during init ({status})",
+                            self.spec.name
+                        ),
                     ));
                 }
             }
@@ -400,9 +481,18 @@ impl Pool {
     async fn scale_up(self: &Arc<Self>) {
         let (live, starting, idle) = {
             let instances = self.instances.lock().await;
-            let live = instances.values().filter(|i| i.state != InstanceState::Retiring).count() as u64;
-            let starting = instances.values().filter(|i| i.state == InstanceState::Starting).count() as u64;
-            let idle = instances.values().filter(|i| i.state == InstanceState::Idle).count() as u64;
+            let live = instances
+                .values()
+                .filter(|i| i.state != InstanceState::Retiring)
+                .count() as u64;
+            let starting = instances
+                .values()
+                .filter(|i| i.state == InstanceState::Starting)
+                .count() as u64;
+            let idle = instances
+                .values()
+                .filter(|i| i.state == InstanceState::Idle)
+                .count() as u64;
             (live, starting, idle)
         };
         let waiting = self.waiting.load(Ordering::SeqCst);
@@ -422,12 +512,17 @@ impl Pool {
     async fn reap_idle(&self) {
         let mut instances = self.instances.lock().await;
         let min = self.spec.min_instances as usize;
-        let mut live = instances.values().filter(|i| i.state != InstanceState::Retiring).count();
+        let mut live = instances
+            .values()
+            .filter(|i| i.state != InstanceState::Retiring)
+            .count();
         for (id, instance) in instances.iter_mut() {
             if live <= min {
                 break;
             }
-            if instance.state == InstanceState::Idle && instance.last_used.elapsed() >= self.idle_timeout {
+            if instance.state == InstanceState::Idle
+                && instance.last_used.elapsed() >= self.idle_timeout
+            {
                 tracing::info!(function = %self.spec.name, instance = id, "stopping idle instance");
                 instance.state = InstanceState::Retiring;
                 signal(instance.pid, libc::SIGCONT);
@@ -451,7 +546,13 @@ impl Pool {
         let instances = self.instances.lock().await;
         let mut list: Vec<InstanceStatus> = instances
             .iter()
-            .map(|(id, i)| InstanceStatus { id: *id, pid: i.pid, state: i.state, frozen: i.frozen, age_seconds: i.started.elapsed().as_secs() })
+            .map(|(id, i)| InstanceStatus {
+                id: *id,
+                pid: i.pid,
+                state: i.state,
+                frozen: i.frozen,
+                age_seconds: i.started.elapsed().as_secs(),
+            })
             .collect();
         list.sort_by_key(|i| i.id);
         let c = &self.counters;

@@ -65,14 +65,25 @@ fn bin_dir(common: &CommonArgs) -> anyhow::Result<PathBuf> {
 fn binary_path(dir: &Path, what: &str, binary: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(binary);
     if !path.is_file() {
-        bail!("{what}: binary {} not found (build it with `cargo build --workspace --bins`, or pass --bin-dir)", path.display());
+        bail!(
+            "{what}: binary {} not found (build it with `cargo build --workspace --bins`, or pass --bin-dir)",
+            path.display()
+        );
     }
     Ok(path)
 }
 
 /// The environment every child gets: the platform's configuration, the topology file, and its own.
-fn child_environment(config: &Config, topology: Option<&Path>, own: &BTreeMap<String, String>) -> anyhow::Result<Vec<(String, String)>> {
-    let mut env: Vec<(String, String)> = config.to_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+fn child_environment(
+    config: &Config,
+    topology: Option<&Path>,
+    own: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut env: Vec<(String, String)> = config
+        .to_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     if let Some(t) = topology {
         let abs = std::fs::canonicalize(t).with_context(|| format!("topology {}", t.display()))?;
         env.push((broker::ENV_TOPOLOGY.to_string(), abs.display().to_string()));
@@ -81,7 +92,11 @@ fn child_environment(config: &Config, topology: Option<&Path>, own: &BTreeMap<St
     Ok(env)
 }
 
-fn function_spec(f: &Function, dir: &Path, env: Vec<(String, String)>) -> anyhow::Result<FunctionSpec> {
+fn function_spec(
+    f: &Function,
+    dir: &Path,
+    env: Vec<(String, String)>,
+) -> anyhow::Result<FunctionSpec> {
     Ok(FunctionSpec {
         name: f.name.clone(),
         binary: binary_path(dir, &format!("function {}", f.name), &f.binary)?,
@@ -121,7 +136,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             if let Trigger::Queue { queue, .. } = t
                 && !topology.queues.iter().any(|q| &q.name == queue)
             {
-                bail!("{}: functions ({}).triggers[{j}].queue: queue {queue:?} is not in the topology", args.common.manifest.display(), f.name);
+                bail!(
+                    "{}: functions ({}).triggers[{j}].queue: queue {queue:?} is not in the topology",
+                    args.common.manifest.display(),
+                    f.name
+                );
             }
         }
     }
@@ -129,12 +148,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let connection = broker::connect(&config, "stratus-local").await?;
     broker::declare_topology(&connection, &topology).await?;
     let _ = connection.close(200, "declared".into()).await;
-    std::fs::create_dir_all(&config.home).with_context(|| format!("creating STRATUS_HOME {}", config.home.display()))?;
+    std::fs::create_dir_all(&config.home)
+        .with_context(|| format!("creating STRATUS_HOME {}", config.home.display()))?;
 
     let runtime_listener = bind(&args.runtime_api, "Runtime API").await?;
     let runtime_addr = runtime_listener.local_addr()?.to_string();
-    let has_http = manifest.functions.iter().any(|f| f.triggers.iter().any(|t| matches!(t, Trigger::Http { .. })));
-    let gateway_listener = if has_http { Some(bind(&args.gateway, "HTTP gateway").await?) } else { None };
+    let has_http = manifest
+        .functions
+        .iter()
+        .any(|f| f.triggers.iter().any(|t| matches!(t, Trigger::Http { .. })));
+    let gateway_listener = if has_http {
+        Some(bind(&args.gateway, "HTTP gateway").await?)
+    } else {
+        None
+    };
 
     let idle_timeout = Duration::from_secs(args.idle_timeout);
     let mut pools = BTreeMap::new();
@@ -142,10 +169,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut routes = Vec::new();
     for f in &manifest.functions {
         let env = child_environment(&config, args.common.topology.as_deref(), &f.environment)?;
-        let pool = Pool::new(function_spec(f, &dir, env)?, runtime_addr.clone(), args.freeze_idle, idle_timeout);
+        let pool = Pool::new(
+            function_spec(f, &dir, env)?,
+            runtime_addr.clone(),
+            args.freeze_idle,
+            idle_timeout,
+        );
         for t in &f.triggers {
             match t {
-                Trigger::Queue { queue, batch_size, batching_window_ms, concurrency } => {
+                Trigger::Queue {
+                    queue,
+                    batch_size,
+                    batching_window_ms,
+                    concurrency,
+                } => {
                     let spec = QueueTriggerSpec {
                         function: f.name.clone(),
                         queue: queue.clone(),
@@ -155,23 +192,36 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                     };
                     triggers.push(QueueTrigger::new(spec, config.clone(), pool.clone()));
                 }
-                Trigger::Http { route, methods } => routes.push(Route { path: route.clone(), methods: methods.clone(), pool: Some(pool.clone()) }),
-                Trigger::Schedule { expression } => {
-                    schedule::start(f.name.clone(), expression.clone(), parse_rate(expression).map_err(|e| anyhow!(e))?, pool.clone())
-                }
+                Trigger::Http { route, methods } => routes.push(Route {
+                    path: route.clone(),
+                    methods: methods.clone(),
+                    pool: Some(pool.clone()),
+                }),
+                Trigger::Schedule { expression } => schedule::start(
+                    f.name.clone(),
+                    expression.clone(),
+                    parse_rate(expression).map_err(|e| anyhow!(e))?,
+                    pool.clone(),
+                ),
             }
         }
         pools.insert(f.name.clone(), pool);
     }
     let supervisor = Arc::new(Supervisor::default());
-    let api = Arc::new(RuntimeApi { pools: pools.clone(), triggers: triggers.clone(), supervisor: supervisor.clone() });
+    let api = Arc::new(RuntimeApi {
+        pools: pools.clone(),
+        triggers: triggers.clone(),
+        supervisor: supervisor.clone(),
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(runtime_listener, runtime_api::router(api)).await {
             tracing::error!(error = %e, "Runtime API server stopped");
         }
     });
     for pool in pools.values() {
-        pool.start().await.with_context(|| format!("starting {}", pool.spec.name))?;
+        pool.start()
+            .await
+            .with_context(|| format!("starting {}", pool.spec.name))?;
     }
     for t in &triggers {
         t.start();
@@ -181,7 +231,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             let addr = listener.local_addr()?.to_string();
             let app = gateway::router(routes);
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await {
+                if let Err(e) = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .await
+                {
                     tracing::error!(error = %e, "HTTP gateway stopped");
                 }
             });
@@ -202,8 +257,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     let address_file = config.home.join("local-runner.json");
-    let address = RunnerAddress { pid: std::process::id(), runtime_api: runtime_addr.clone(), gateway: gateway_addr.clone() };
-    std::fs::write(&address_file, serde_json::to_vec_pretty(&address)?).with_context(|| format!("writing {}", address_file.display()))?;
+    let address = RunnerAddress {
+        pid: std::process::id(),
+        runtime_api: runtime_addr.clone(),
+        gateway: gateway_addr.clone(),
+    };
+    std::fs::write(&address_file, serde_json::to_vec_pretty(&address)?)
+        .with_context(|| format!("writing {}", address_file.display()))?;
     tracing::info!(
         functions = pools.len(),
         queue_triggers = triggers.len(),
@@ -237,9 +297,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 pub async fn invoke(function: &str, event: &Path, common: CommonArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     let manifest = Manifest::load(&common.manifest)?;
-    let f = manifest
-        .function(function)
-        .ok_or_else(|| anyhow!("{}: no function named {function:?}", common.manifest.display()))?;
+    let f = manifest.function(function).ok_or_else(|| {
+        anyhow!(
+            "{}: no function named {function:?}",
+            common.manifest.display()
+        )
+    })?;
     let payload = if event == Path::new("-") {
         let mut s = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut s)?;
@@ -247,7 +310,8 @@ pub async fn invoke(function: &str, event: &Path, common: CommonArgs) -> anyhow:
     } else {
         std::fs::read(event).with_context(|| format!("reading the event {}", event.display()))?
     };
-    serde_json::from_slice::<serde_json::Value>(&payload).with_context(|| format!("the event {} is not JSON", event.display()))?;
+    serde_json::from_slice::<serde_json::Value>(&payload)
+        .with_context(|| format!("the event {} is not JSON", event.display()))?;
     let dir = bin_dir(&common)?;
     let listener = bind("127.0.0.1:0", "Runtime API").await?;
     let addr = listener.local_addr()?.to_string();
@@ -283,12 +347,18 @@ pub async fn status(json: bool) -> anyhow::Result<ExitCode> {
     let text = std::fs::read(&file).map_err(|_| {
         anyhow!("no stratus-local is running under STRATUS_HOME={} (no {}); start one with scripts/run-local", config.home.display(), file.display())
     })?;
-    let address: RunnerAddress = serde_json::from_slice(&text).with_context(|| format!("reading {}", file.display()))?;
+    let address: RunnerAddress =
+        serde_json::from_slice(&text).with_context(|| format!("reading {}", file.display()))?;
     let url = format!("http://{}/local/status", address.runtime_api);
     let value: serde_json::Value = reqwest::get(&url)
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| anyhow!("stratus-local (pid {}) does not answer at {url}: {e}", address.pid))?
+        .map_err(|e| {
+            anyhow!(
+                "stratus-local (pid {}) does not answer at {url}: {e}",
+                address.pid
+            )
+        })?
         .json()
         .await?;
     if json {

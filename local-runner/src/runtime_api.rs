@@ -29,8 +29,14 @@ pub fn router(api: Arc<RuntimeApi>) -> Router {
     let rt = "/fn/{function}/{instance}/2018-06-01/runtime";
     Router::new()
         .route(&format!("{rt}/invocation/next"), get(next))
-        .route(&format!("{rt}/invocation/{{request_id}}/response"), post(response))
-        .route(&format!("{rt}/invocation/{{request_id}}/error"), post(error))
+        .route(
+            &format!("{rt}/invocation/{{request_id}}/response"),
+            post(response),
+        )
+        .route(
+            &format!("{rt}/invocation/{{request_id}}/error"),
+            post(error),
+        )
         .route(&format!("{rt}/init/error"), post(init_error))
         .route("/2015-03-31/functions/{function}/invocations", post(invoke))
         .route("/local/status", get(status))
@@ -39,22 +45,37 @@ pub fn router(api: Arc<RuntimeApi>) -> Router {
 }
 
 fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> Response {
-    (status, axum::Json(json!({ "errorType": error_type, "errorMessage": message }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "errorType": error_type, "errorMessage": message })),
+    )
+        .into_response()
 }
 
 fn pool_of<'a>(api: &'a RuntimeApi, function: &str) -> Result<&'a Arc<Pool>, Response> {
-    api.pools
-        .get(function)
-        .ok_or_else(|| lambda_error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &format!("Function not found: {function}")))
+    api.pools.get(function).ok_or_else(|| {
+        lambda_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("Function not found: {function}"),
+        )
+    })
 }
 
-async fn next(State(api): State<Arc<RuntimeApi>>, Path((function, instance)): Path<(String, u64)>) -> Response {
+async fn next(
+    State(api): State<Arc<RuntimeApi>>,
+    Path((function, instance)): Path<(String, u64)>,
+) -> Response {
     let pool = match pool_of(&api, &function) {
         Ok(p) => p,
         Err(r) => return r,
     };
     let Some(inbox) = pool.next_requested(instance).await else {
-        return lambda_error(StatusCode::FORBIDDEN, "InvalidInstance", &format!("instance {instance} of {function} is not running"));
+        return lambda_error(
+            StatusCode::FORBIDDEN,
+            "InvalidInstance",
+            &format!("instance {instance} of {function} is not running"),
+        );
     };
     // Long-poll until an invocation arrives: no 204 keep-alives, as on Lambda.
     let Some(invocation) = inbox.lock().await.recv().await else {
@@ -67,14 +88,23 @@ async fn next(State(api): State<Arc<RuntimeApi>>, Path((function, instance)): Pa
         }
     };
     set("lambda-runtime-aws-request-id", invocation.request_id);
-    set("lambda-runtime-deadline-ms", invocation.deadline_ms.to_string());
+    set(
+        "lambda-runtime-deadline-ms",
+        invocation.deadline_ms.to_string(),
+    );
     set("lambda-runtime-invoked-function-arn", pool.spec.arn());
     set("lambda-runtime-trace-id", invocation.trace_id);
     set("content-type", "application/json".into());
     (StatusCode::OK, headers, invocation.payload).into_response()
 }
 
-async fn finish(api: &RuntimeApi, function: &str, instance: u64, request_id: &str, outcome: Outcome) -> Response {
+async fn finish(
+    api: &RuntimeApi,
+    function: &str,
+    instance: u64,
+    request_id: &str,
+    outcome: Outcome,
+) -> Response {
     let pool = match pool_of(api, function) {
         Ok(p) => p,
         Err(r) => return r,
@@ -82,7 +112,11 @@ async fn finish(api: &RuntimeApi, function: &str, instance: u64, request_id: &st
     if pool.complete(instance, request_id, outcome).await {
         (StatusCode::ACCEPTED, axum::Json(json!({ "status": "OK" }))).into_response()
     } else {
-        lambda_error(StatusCode::BAD_REQUEST, "InvalidRequestID", &format!("{request_id} is not the invocation instance {instance} is running"))
+        lambda_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            &format!("{request_id} is not the invocation instance {instance} is running"),
+        )
     }
 }
 
@@ -92,11 +126,26 @@ async fn response(
     body: Bytes,
 ) -> Response {
     let outcome = if body.len() > MAX_RESPONSE_BYTES {
-        let message = format!("Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).", body.len());
-        let _ = finish(&api, &function, instance, &request_id, Outcome::Error(Bytes::from(
-            json!({"errorType": "Function.ResponseSizeTooLarge", "errorMessage": message}).to_string(),
-        ))).await;
-        return lambda_error(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", &message);
+        let message = format!(
+            "Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+            body.len()
+        );
+        let _ = finish(
+            &api,
+            &function,
+            instance,
+            &request_id,
+            Outcome::Error(Bytes::from(
+                json!({"errorType": "Function.ResponseSizeTooLarge", "errorMessage": message})
+                    .to_string(),
+            )),
+        )
+        .await;
+        return lambda_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            &message,
+        );
     } else {
         Outcome::Success(body)
     };
@@ -111,7 +160,11 @@ async fn error(
     finish(&api, &function, instance, &request_id, Outcome::Error(body)).await
 }
 
-async fn init_error(State(api): State<Arc<RuntimeApi>>, Path((function, instance)): Path<(String, u64)>, body: Bytes) -> Response {
+async fn init_error(
+    State(api): State<Arc<RuntimeApi>>,
+    Path((function, instance)): Path<(String, u64)>,
+    body: Bytes,
+) -> Response {
     match pool_of(&api, &function) {
         Ok(pool) => {
             pool.init_error(instance, &body).await;
@@ -123,7 +176,11 @@ async fn init_error(State(api): State<Arc<RuntimeApi>>, Path((function, instance
 
 /// The Lambda Invoke API, RequestResponse only: 200 with the payload, and
 /// `X-Amz-Function-Error: Unhandled` when the function failed.
-async fn invoke(State(api): State<Arc<RuntimeApi>>, Path(function): Path<String>, body: Bytes) -> Response {
+async fn invoke(
+    State(api): State<Arc<RuntimeApi>>,
+    Path(function): Path<String>,
+    body: Bytes,
+) -> Response {
     let pool = match pool_of(&api, &function) {
         Ok(p) => p.clone(),
         Err(r) => return r,
@@ -132,7 +189,10 @@ async fn invoke(State(api): State<Arc<RuntimeApi>>, Path(function): Path<String>
         Outcome::Success(payload) => (StatusCode::OK, payload).into_response(),
         Outcome::Error(payload) => {
             let mut headers = HeaderMap::new();
-            headers.insert("x-amz-function-error", HeaderValue::from_static("Unhandled"));
+            headers.insert(
+                "x-amz-function-error",
+                HeaderValue::from_static("Unhandled"),
+            );
             (StatusCode::OK, headers, payload).into_response()
         }
     }
@@ -179,7 +239,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_runtime_api_contract() {
-        let dir = std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let (addr, pool) = serve(&dir).await;
         let base = format!("http://{addr}/fn/f/1/2018-06-01/runtime");
@@ -189,31 +250,76 @@ mod tests {
             let pool = pool.clone();
             async move { pool.invoke(Bytes::from_static(b"{\"n\":1}")).await }
         });
-        let next = client.get(format!("{base}/invocation/next")).send().await.unwrap();
+        let next = client
+            .get(format!("{base}/invocation/next"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(next.status(), 200);
         let h = next.headers().clone();
-        let request_id = h["lambda-runtime-aws-request-id"].to_str().unwrap().to_string();
-        let deadline: i64 = h["lambda-runtime-deadline-ms"].to_str().unwrap().parse().unwrap();
+        let request_id = h["lambda-runtime-aws-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let deadline: i64 = h["lambda-runtime-deadline-ms"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let now = chrono::Utc::now().timestamp_millis();
-        assert!((now + 4000..=now + 5000).contains(&deadline), "deadline {deadline} vs now {now}");
-        assert_eq!(h["lambda-runtime-invoked-function-arn"], "arn:aws:lambda:us-east-1:123456789012:function:f");
-        assert!(h["lambda-runtime-trace-id"].to_str().unwrap().starts_with("Root=1-"));
+        assert!(
+            (now + 4000..=now + 5000).contains(&deadline),
+            "deadline {deadline} vs now {now}"
+        );
+        assert_eq!(
+            h["lambda-runtime-invoked-function-arn"],
+            "arn:aws:lambda:us-east-1:123456789012:function:f"
+        );
+        assert!(
+            h["lambda-runtime-trace-id"]
+                .to_str()
+                .unwrap()
+                .starts_with("Root=1-")
+        );
         assert!(!h.contains_key("lambda-runtime-client-context"));
-        assert_eq!(next.bytes().await.unwrap(), Bytes::from_static(b"{\"n\":1}"));
+        assert_eq!(
+            next.bytes().await.unwrap(),
+            Bytes::from_static(b"{\"n\":1}")
+        );
 
-        let wrong = client.post(format!("{base}/invocation/not-this-one/response")).body("{}").send().await.unwrap();
+        let wrong = client
+            .post(format!("{base}/invocation/not-this-one/response"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(wrong.status(), 400);
-        let ok = client.post(format!("{base}/invocation/{request_id}/response")).body("{\"ok\":true}").send().await.unwrap();
+        let ok = client
+            .post(format!("{base}/invocation/{request_id}/response"))
+            .body("{\"ok\":true}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(ok.status(), 202);
-        assert_eq!(invoking.await.unwrap(), Outcome::Success(Bytes::from_static(b"{\"ok\":true}")));
+        assert_eq!(
+            invoking.await.unwrap(),
+            Outcome::Success(Bytes::from_static(b"{\"ok\":true}"))
+        );
 
         // An error report reaches the invoker as the function's error.
         let invoking = tokio::spawn({
             let pool = pool.clone();
             async move { pool.invoke(Bytes::from_static(b"{}")).await }
         });
-        let next = client.get(format!("{base}/invocation/next")).send().await.unwrap();
-        let request_id = next.headers()["lambda-runtime-aws-request-id"].to_str().unwrap().to_string();
+        let next = client
+            .get(format!("{base}/invocation/next"))
+            .send()
+            .await
+            .unwrap();
+        let request_id = next.headers()["lambda-runtime-aws-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let diag = r#"{"errorType":"MyError","errorMessage":"boom"}"#;
         let r = client
             .post(format!("{base}/invocation/{request_id}/error"))
@@ -225,11 +331,28 @@ mod tests {
         assert_eq!(r.status(), 202);
         assert_eq!(invoking.await.unwrap(), Outcome::Error(Bytes::from(diag)));
 
-        let r = client.post(format!("{base}/init/error")).body(r#"{"errorType":"X","errorMessage":"y"}"#).send().await.unwrap();
+        let r = client
+            .post(format!("{base}/init/error"))
+            .body(r#"{"errorType":"X","errorMessage":"y"}"#)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
-        let r = client.get(format!("http://{addr}/fn/f/99/2018-06-01/runtime/invocation/next")).send().await.unwrap();
+        let r = client
+            .get(format!(
+                "http://{addr}/fn/f/99/2018-06-01/runtime/invocation/next"
+            ))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 403);
-        let r = client.get(format!("http://{addr}/fn/nope/1/2018-06-01/runtime/invocation/next")).send().await.unwrap();
+        let r = client
+            .get(format!(
+                "http://{addr}/fn/nope/1/2018-06-01/runtime/invocation/next"
+            ))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404);
         pool.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);

@@ -36,7 +36,9 @@ pub fn start(function: String, expression: String, every: Duration, pool: Arc<Po
             let function = function.clone();
             // Asynchronous invocation: the schedule does not wait for the function.
             tokio::spawn(async move {
-                let outcome = pool.invoke(serde_json::to_vec(&event).expect("JSON").into()).await;
+                let outcome = pool
+                    .invoke(serde_json::to_vec(&event).expect("JSON").into())
+                    .await;
                 if let crate::pool::Outcome::Error(body) = outcome {
                     tracing::warn!(function = %function, error = %String::from_utf8_lossy(&body), "scheduled invocation failed");
                 }

@@ -16,7 +16,11 @@ pub struct Status {
     pub processes: Vec<ProcessStatus>,
 }
 
-pub async fn collect(pools: &[Arc<Pool>], triggers: &[Arc<QueueTrigger>], supervisor: &Supervisor) -> Status {
+pub async fn collect(
+    pools: &[Arc<Pool>],
+    triggers: &[Arc<QueueTrigger>],
+    supervisor: &Supervisor,
+) -> Status {
     let mut functions = Vec::new();
     for p in pools {
         functions.push(p.status().await);
@@ -25,7 +29,11 @@ pub async fn collect(pools: &[Arc<Pool>], triggers: &[Arc<QueueTrigger>], superv
     for t in triggers {
         queue_triggers.push(t.status().await);
     }
-    Status { functions, queue_triggers, processes: supervisor.status().await }
+    Status {
+        functions,
+        queue_triggers,
+        processes: supervisor.status().await,
+    }
 }
 
 /// Where a running runner can be found: `$STRATUS_HOME/local-runner.json`.
@@ -47,7 +55,12 @@ pub fn render(status: &serde_json::Value) -> String {
     out.push_str("FUNCTION              INSTANCES  IN-FLIGHT  INVOCATIONS  ERRORS  TIMEOUTS  CRASHES  COLD-STARTS\n");
     for f in status["functions"].as_array().into_iter().flatten() {
         let instances = f["instances"].as_array().map(|a| a.len()).unwrap_or(0);
-        let frozen = f["instances"].as_array().into_iter().flatten().filter(|i| i["frozen"] == true).count();
+        let frozen = f["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["frozen"] == true)
+            .count();
         out.push_str(&format!(
             "{:<21} {:>9}  {:>9}  {:>11}  {:>6}  {:>8}  {:>7}  {:>11}{}\n",
             s(&f["function"]),
@@ -58,7 +71,11 @@ pub fn render(status: &serde_json::Value) -> String {
             s(&f["timeouts"]),
             s(&f["crashes"]),
             s(&f["cold_starts"]),
-            if frozen > 0 { format!("  ({frozen} frozen)") } else { String::new() }
+            if frozen > 0 {
+                format!("  ({frozen} frozen)")
+            } else {
+                String::new()
+            }
         ));
     }
     out.push_str("\nQUEUE                          FUNCTION         DEPTH  CONSUMERS  POLLERS  BATCHES  FAILED  MESSAGES\n");
@@ -79,7 +96,13 @@ pub fn render(status: &serde_json::Value) -> String {
     if !processes.is_empty() {
         out.push_str("\nPROCESS               INSTANCE  PID      RESTARTS\n");
         for p in &processes {
-            out.push_str(&format!("{:<21} {:>8}  {:<7}  {:>8}\n", s(&p["name"]), s(&p["instance"]), s(&p["pid"]), s(&p["restarts"])));
+            out.push_str(&format!(
+                "{:<21} {:>8}  {:<7}  {:>8}\n",
+                s(&p["name"]),
+                s(&p["instance"]),
+                s(&p["pid"]),
+                s(&p["restarts"])
+            ));
         }
     }
     out

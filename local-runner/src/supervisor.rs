@@ -44,14 +44,22 @@ pub struct Supervisor {
 
 impl Default for Supervisor {
     fn default() -> Self {
-        Self { slots: Mutex::new(Vec::new()), stop: watch::channel(false).0 }
+        Self {
+            slots: Mutex::new(Vec::new()),
+            stop: watch::channel(false).0,
+        }
     }
 }
 
 impl Supervisor {
     pub async fn start(&self, spec: ProcessSpec) {
         for instance in 0..spec.instances {
-            let slot = Arc::new(Slot { name: spec.name.clone(), instance, pid: AtomicU32::new(0), restarts: AtomicU64::new(0) });
+            let slot = Arc::new(Slot {
+                name: spec.name.clone(),
+                instance,
+                pid: AtomicU32::new(0),
+                restarts: AtomicU64::new(0),
+            });
             self.slots.lock().await.push(slot.clone());
             let spec = spec.clone();
             let mut stop = self.stop.subscribe();
@@ -60,7 +68,11 @@ impl Supervisor {
                 loop {
                     let mut cmd = Command::new(&spec.binary);
                     cmd.args(&spec.args)
-                        .envs(spec.environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .envs(
+                            spec.environment
+                                .iter()
+                                .map(|(k, v)| (k.as_str(), v.as_str())),
+                        )
                         .env("STRATUS_INSTANCE", instance.to_string())
                         .stdin(std::process::Stdio::null())
                         .kill_on_drop(true);
@@ -82,12 +94,14 @@ impl Supervisor {
                                 backoff.reset();
                             }
                         }
-                        Err(e) => tracing::error!(process = %spec.name, binary = %spec.binary.display(), error = %e, "cannot start process"),
+                        Err(e) => {
+                            tracing::error!(process = %spec.name, binary = %spec.binary.display(), error = %e, "cannot start process")
+                        }
                     }
                     slot.pid.store(0, Ordering::Relaxed);
                     slot.restarts.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff.next()) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = stop.changed() => return,
                     }
                 }

@@ -41,9 +41,15 @@ fn queue_for(topology: &Topology, message_type: &str, kind: Kind) -> String {
     topology
         .queues
         .iter()
-        .find(|q| q.bindings.iter().any(|b| b.exchange == kind.exchange() && topic_matches(&b.key, message_type)))
+        .find(|q| {
+            q.bindings
+                .iter()
+                .any(|b| b.exchange == kind.exchange() && topic_matches(&b.key, message_type))
+        })
         .map(|q| q.name.clone())
-        .unwrap_or_else(|| names::function_queue(message_type.split('.').next().unwrap_or("unknown")))
+        .unwrap_or_else(|| {
+            names::function_queue(message_type.split('.').next().unwrap_or("unknown"))
+        })
 }
 
 fn fixed_time() -> chrono::DateTime<chrono::Utc> {
@@ -53,7 +59,9 @@ fn fixed_time() -> chrono::DateTime<chrono::Utc> {
 /// The `aws:rmq` event carrying one message of `message_type` with `body`.
 pub fn rmq_sample(message_type: &str, body: &Value) -> Value {
     let topology = Topology::parse("builtin", BUILTIN_TOPOLOGY).unwrap();
-    let kind = message_types::lookup(message_type).map(|t| t.kind).unwrap_or(Kind::Command);
+    let kind = message_types::lookup(message_type)
+        .map(|t| t.kind)
+        .unwrap_or(Kind::Command);
     let cause = uuid::Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0001);
     let mut env = Envelope::new(message_type, body);
     env.message_id = stratus_messaging::envelope::derived_id(cause, message_type);
@@ -67,7 +75,9 @@ pub fn rmq_sample(message_type: &str, body: &Value) -> Value {
     let event = RmqEvent {
         event_source: Some(rmq_event::EVENT_SOURCE.into()),
         event_source_arn: Some(stratus_local::mq_trigger::broker_arn()),
-        messages_by_queue: [(RmqEvent::key(&queue, "/"), vec![message])].into_iter().collect(),
+        messages_by_queue: [(RmqEvent::key(&queue, "/"), vec![message])]
+            .into_iter()
+            .collect(),
     };
     serde_json::to_value(event).unwrap()
 }
@@ -80,13 +90,27 @@ fn http_sample(method: &str, query: &str, content_type: Option<&str>, body: &str
     };
     let mut headers = HeaderMap::new();
     headers.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
-    headers.insert("user-agent", HeaderValue::from_static("python-requests/2.32.3"));
-    headers.insert("cookie", HeaderValue::from_static("JSESSIONID=3F1E0F1A; sessionkey=abc"));
+    headers.insert(
+        "user-agent",
+        HeaderValue::from_static("python-requests/2.32.3"),
+    );
+    headers.insert(
+        "cookie",
+        HeaderValue::from_static("JSESSIONID=3F1E0F1A; sessionkey=abc"),
+    );
     if let Some(ct) = content_type {
         headers.insert("content-type", HeaderValue::from_str(ct).unwrap());
     }
     let peer = "127.0.0.1:50000".parse().unwrap();
-    let mut event = stratus_local::gateway::build_event(&route, method, "/client/api", query, &headers, &body.as_bytes().to_vec().into(), peer);
+    let mut event = stratus_local::gateway::build_event(
+        &route,
+        method,
+        "/client/api",
+        query,
+        &headers,
+        &body.as_bytes().to_vec().into(),
+        peer,
+    );
     let t = fixed_time();
     event["requestContext"]["requestId"] = Value::from("00000000-0000-4000-8000-0000000000b1");
     event["requestContext"]["time"] = Value::from(t.format("%d/%b/%Y:%H:%M:%S %z").to_string());
@@ -108,13 +132,33 @@ pub fn generate() -> Vec<(PathBuf, String)> {
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap() + "\n";
     for t in REGISTRY {
         let source = dir.join("rmq/bodies").join(format!("{}.json", t.name));
-        let body: Value = serde_json::from_slice(&std::fs::read(&source).unwrap_or_else(|_| panic!("no sample body {}", source.display()))).unwrap();
-        out.push((dir.join(format!("rmq/{}.json", t.name)), pretty(&rmq_sample(t.name, &body))));
+        let body: Value = serde_json::from_slice(
+            &std::fs::read(&source)
+                .unwrap_or_else(|_| panic!("no sample body {}", source.display())),
+        )
+        .unwrap();
+        out.push((
+            dir.join(format!("rmq/{}.json", t.name)),
+            pretty(&rmq_sample(t.name, &body)),
+        ));
     }
-    out.push((dir.join("http/client-api-get.json"), pretty(&http_sample("GET", "command=listZones&response=json&apiKey=KEY&signature=abc%3D", None, ""))));
+    out.push((
+        dir.join("http/client-api-get.json"),
+        pretty(&http_sample(
+            "GET",
+            "command=listZones&response=json&apiKey=KEY&signature=abc%3D",
+            None,
+            "",
+        )),
+    ));
     out.push((
         dir.join("http/client-api-post-form.json"),
-        pretty(&http_sample("POST", "", Some("application/x-www-form-urlencoded"), "command=login&username=admin&password=password&response=json")),
+        pretty(&http_sample(
+            "POST",
+            "",
+            Some("application/x-www-form-urlencoded"),
+            "command=login&username=admin&password=password&response=json",
+        )),
     ));
     out.push((dir.join("schedule/rate.json"), pretty(&schedule_sample())));
     out

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use stratus_contracts::config::Config;
@@ -20,12 +23,17 @@ use stratus_messaging::rmq_event::{self, RmqMessage};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Where `cargo build --workspace --bins` put the binaries.
 pub fn bin_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
     let dir = target.join("debug");
     assert!(
         dir.join("stratus-local").is_file(),
@@ -36,8 +44,15 @@ pub fn bin_dir() -> PathBuf {
 }
 
 fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs (is RabbitMQ installed?)");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (is RabbitMQ installed?)");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A test's own vhost and state directory; both are removed on drop.
@@ -50,9 +65,21 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new(name: &str) -> Self {
-        let vhost = format!("test-{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let vhost = format!(
+            "test-{name}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         rabbitmqctl(&["-q", "add_vhost", &vhost]);
-        rabbitmqctl(&["-q", "set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        rabbitmqctl(&[
+            "-q",
+            "set_permissions",
+            "-p",
+            &vhost,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ]);
         let home = std::env::temp_dir().join(format!("stratus-{vhost}"));
         std::fs::create_dir_all(&home).unwrap();
         let config = Config::from_lookup(|k| match k {
@@ -61,7 +88,12 @@ impl TestEnv {
             _ => std::env::var(k).ok(),
         })
         .unwrap();
-        Self { name: name.to_string(), vhost, home, config }
+        Self {
+            name: name.to_string(),
+            vhost,
+            home,
+            config,
+        }
     }
 
     /// A topology file for this test: the repository's, with delay tiers, attempts
@@ -79,11 +111,17 @@ impl TestEnv {
     }
 
     pub async fn connect(&self) -> Connection {
-        broker::connect(&self.config, &format!("test {}", self.name)).await.unwrap()
+        broker::connect(&self.config, &format!("test {}", self.name))
+            .await
+            .unwrap()
     }
 
     pub fn publisher(&self, topology: Topology) -> Publisher {
-        Publisher::new(self.config.clone(), Arc::new(topology), &format!("test {}", self.name))
+        Publisher::new(
+            self.config.clone(),
+            Arc::new(topology),
+            &format!("test {}", self.name),
+        )
     }
 
     /// Declares a queue bound to `exchange` with `key`, for a test to watch.
@@ -91,11 +129,25 @@ impl TestEnv {
         let channel = connection.create_channel().await.unwrap();
         let queue = format!("test.watch.{}", uuid::Uuid::new_v4().simple());
         channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         channel
-            .queue_bind(queue.as_str().into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         Watch::on(channel, &queue).await
@@ -111,7 +163,14 @@ impl TestEnv {
     pub async fn depth(&self, connection: &Connection, queue: &str) -> u32 {
         let channel = connection.create_channel().await.unwrap();
         let q = channel
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let _ = channel.close(200, "ok".into()).await;
@@ -121,7 +180,9 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").args(["-q", "delete_vhost", &self.vhost]).output();
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "delete_vhost", &self.vhost])
+            .output();
         let _ = std::fs::remove_dir_all(&self.home);
     }
 }
@@ -136,17 +197,32 @@ impl Watch {
     async fn on(channel: Channel, queue: &str) -> Self {
         let tag = format!("watch-{}", uuid::Uuid::new_v4().simple());
         let consumer = channel
-            .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
-        Self { _channel: channel, consumer }
+        Self {
+            _channel: channel,
+            consumer,
+        }
     }
 
     /// The next message as the AWS rendering (acked), or None after `within`.
     pub async fn next(&mut self, within: Duration) -> Option<RmqMessage> {
-        let delivery = tokio::time::timeout(within, self.consumer.next()).await.ok()??.ok()?;
+        let delivery = tokio::time::timeout(within, self.consumer.next())
+            .await
+            .ok()??
+            .ok()?;
         delivery.ack(BasicAckOptions::default()).await.unwrap();
-        Some(rmq_event::render_message(&delivery.properties, &delivery.data, delivery.redelivered))
+        Some(rmq_event::render_message(
+            &delivery.properties,
+            &delivery.data,
+            delivery.redelivered,
+        ))
     }
 
     /// Asserts that nothing arrives within `within`.
@@ -174,20 +250,30 @@ pub struct RunnerOptions<'a> {
 impl Runner {
     pub fn start(env: &TestEnv, options: RunnerOptions<'_>) -> Self {
         let manifest = env.home.join("manifest.json");
-        std::fs::write(&manifest, serde_json::to_vec_pretty(&options.manifest).unwrap()).unwrap();
+        std::fs::write(
+            &manifest,
+            serde_json::to_vec_pretty(&options.manifest).unwrap(),
+        )
+        .unwrap();
         let log = env.home.join("runner.log");
         let address_file = env.home.join("local-runner.json");
         let _ = std::fs::remove_file(&address_file);
         let mut cmd = Command::new(bin_dir().join("stratus-local"));
         // Freezing is on in tests, as on Lambda: code that needs background work between invocations fails here too.
-        cmd.arg("up").arg("--manifest").arg(&manifest).args(["--gateway", "127.0.0.1:0", "--freeze-idle"]).args(&options.extra_args);
+        cmd.arg("up")
+            .arg("--manifest")
+            .arg(&manifest)
+            .args(["--gateway", "127.0.0.1:0", "--freeze-idle"])
+            .args(&options.extra_args);
         if let Some(t) = options.topology {
             cmd.arg("--topology").arg(t);
         }
         for (k, v) in env.config.to_env() {
             cmd.env(k, v);
         }
-        cmd.env("RUST_LOG", "info,lapin=warn,stratus_messaging=debug").stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+        cmd.env("RUST_LOG", "info,lapin=warn,stratus_messaging=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
         let mut child = cmd.spawn().unwrap();
         let started = Instant::now();
         loop {
@@ -202,25 +288,48 @@ impl Runner {
                 };
             }
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("stratus-local exited ({status}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "stratus-local exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "stratus-local did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "stratus-local did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub async fn status(&self) -> serde_json::Value {
-        reqwest::get(format!("http://{}/local/status", self.runtime_api)).await.unwrap().json().await.unwrap()
+        reqwest::get(format!("http://{}/local/status", self.runtime_api))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The status of one function.
     pub async fn function(&self, name: &str) -> serde_json::Value {
         let s = self.status().await;
-        s["functions"].as_array().unwrap().iter().find(|f| f["function"] == name).cloned().unwrap()
+        s["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == name)
+            .cloned()
+            .unwrap()
     }
 
     /// Waits until `check` holds for the status, or panics with the log after `within`.
-    pub async fn wait_for(&self, what: &str, within: Duration, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let started = Instant::now();
         loop {
             let s = self.status().await;
@@ -228,7 +337,10 @@ impl Runner {
                 return s;
             }
             if started.elapsed() > within {
-                panic!("{what}: not reached in {within:?}; status {s:#}\nlog:\n{}", self.log());
+                panic!(
+                    "{what}: not reached in {within:?}; status {s:#}\nlog:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -278,14 +390,21 @@ pub fn diag_manifest(edit: impl FnOnce(&mut serde_json::Value)) -> serde_json::V
 
 /// Publishes a command envelope (confirmed) to the commands exchange.
 pub async fn send(publisher: &Publisher, envelope: &stratus_messaging::Envelope) {
-    let out = Outgoing::envelope(stratus_contracts::names::COMMANDS_EXCHANGE, &envelope.message_type, envelope);
+    let out = Outgoing::envelope(
+        stratus_contracts::names::COMMANDS_EXCHANGE,
+        &envelope.message_type,
+        envelope,
+    );
     publisher.publish(out).await.unwrap();
 }
 
 /// A raw channel in confirm mode, for publishing what Stratus never would.
 pub async fn raw_channel(connection: &Connection) -> Channel {
     let channel = connection.create_channel().await.unwrap();
-    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     channel
 }
 

@@ -6,28 +6,51 @@ use std::time::Duration;
 
 use stratus_contracts::message_types::diag;
 use stratus_contracts::names;
+use stratus_messaging::Envelope;
 use stratus_messaging::broker;
 use stratus_messaging::envelope::derived_id;
 use stratus_messaging::rmq_event::header_string;
-use stratus_messaging::Envelope;
 use stratus_tests::{Runner, RunnerOptions, TestEnv, diag_manifest, parked_reason, send};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn fn_status<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    s["functions"].as_array().unwrap().iter().find(|f| f["function"] == name).unwrap()
+    s["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"] == name)
+        .unwrap()
 }
 
 #[tokio::test]
 async fn an_echo_goes_round_trip_with_a_derived_id() {
     let env = TestEnv::new("echo");
-    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(|_| {}), topology: None, extra_args: vec![] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: diag_manifest(|_| {}),
+            topology: None,
+            extra_args: vec![],
+        },
+    );
     let connection = env.connect().await;
-    let mut events = env.watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED).await;
+    let mut events = env
+        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
+        .await;
     let publisher = env.publisher(broker::topology(&env.config).unwrap());
-    let echo = Envelope::new(diag::ECHO, &diag::Echo { text: "ping".into() }).with_job_id("job-42");
+    let echo = Envelope::new(
+        diag::ECHO,
+        &diag::Echo {
+            text: "ping".into(),
+        },
+    )
+    .with_job_id("job-42");
     send(&publisher, &echo).await;
-    let reply = events.next(WAIT).await.unwrap_or_else(|| panic!("no echo came back; log:\n{}", runner.log()));
+    let reply = events
+        .next(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no echo came back; log:\n{}", runner.log()));
     let reply = Envelope::from_rmq(&reply).unwrap();
     assert_eq!(reply.message_id, derived_id(echo.message_id, "echoed"));
     assert_eq!(reply.causation_id, Some(echo.message_id));
@@ -38,10 +61,16 @@ async fn an_echo_goes_round_trip_with_a_derived_id() {
     assert_eq!(body.text, "ping");
     // Every log line of the handling names the request id and the job id.
     let log = runner.log();
-    let handled: Vec<&str> = log.lines().filter(|l| l.contains("\"handled\"") && l.contains(&echo.message_id.to_string())).collect();
+    let handled: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"handled\"") && l.contains(&echo.message_id.to_string()))
+        .collect();
     assert!(!handled.is_empty(), "no log line for the message:\n{log}");
     for line in handled {
-        assert!(line.contains("\"job_id\":\"job-42\"") && line.contains("\"request_id\""), "{line}");
+        assert!(
+            line.contains("\"job_id\":\"job-42\"") && line.contains("\"request_id\""),
+            "{line}"
+        );
     }
     let s = runner.status().await;
     assert_eq!(fn_status(&s, "diag")["invocations"], 1);
@@ -52,16 +81,41 @@ async fn an_echo_goes_round_trip_with_a_derived_id() {
 async fn transient_failures_retry_through_delay_tiers_back_to_their_own_queue_only() {
     let env = TestEnv::new("retry");
     let (topology_path, topology) = env.fast_topology(5, 20);
-    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(|_| {}), topology: Some(&topology_path), extra_args: vec![] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: diag_manifest(|_| {}),
+            topology: Some(&topology_path),
+            extra_args: vec![],
+        },
+    );
     let connection = env.connect().await;
     // A second queue taking the same commands must see the message once, not its retries.
-    let mut bystander = env.watch(&connection, names::COMMANDS_EXCHANGE, "diag.*").await;
+    let mut bystander = env
+        .watch(&connection, names::COMMANDS_EXCHANGE, "diag.*")
+        .await;
     let publisher = env.publisher(topology);
-    let fail = Envelope::new(diag::FAIL, &diag::Fail { failure: diag::Failure::Transient, until_attempt: Some(3) });
+    let fail = Envelope::new(
+        diag::FAIL,
+        &diag::Fail {
+            failure: diag::Failure::Transient,
+            until_attempt: Some(3),
+        },
+    );
     send(&publisher, &fail).await;
-    runner.wait_for("three attempts", WAIT, |s| fn_status(s, "diag")["invocations"].as_u64() >= Some(3)).await;
-    let first = bystander.next(Duration::from_secs(5)).await.expect("the bystander gets the original");
-    assert_eq!(first.basic_properties.message_id, Some(fail.message_id.to_string()));
+    runner
+        .wait_for("three attempts", WAIT, |s| {
+            fn_status(s, "diag")["invocations"].as_u64() >= Some(3)
+        })
+        .await;
+    let first = bystander
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the bystander gets the original");
+    assert_eq!(
+        first.basic_properties.message_id,
+        Some(fail.message_id.to_string())
+    );
     bystander.expect_none(Duration::from_secs(1)).await;
     let mut parked = env.watch_queue(&connection, names::PARKED_QUEUE).await;
     parked.expect_none(Duration::from_millis(500)).await;
@@ -74,20 +128,48 @@ async fn transient_failures_retry_through_delay_tiers_back_to_their_own_queue_on
 async fn exhausted_and_permanent_failures_are_parked_with_their_reasons() {
     let env = TestEnv::new("park");
     let (topology_path, topology) = env.fast_topology(3, 20);
-    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(|_| {}), topology: Some(&topology_path), extra_args: vec![] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: diag_manifest(|_| {}),
+            topology: Some(&topology_path),
+            extra_args: vec![],
+        },
+    );
     let connection = env.connect().await;
     let mut parked = env.watch_queue(&connection, names::PARKED_QUEUE).await;
     let publisher = env.publisher(topology);
-    let permanent = Envelope::new(diag::FAIL, &diag::Fail { failure: diag::Failure::Permanent, until_attempt: None });
-    let exhausted = Envelope::new(diag::FAIL, &diag::Fail { failure: diag::Failure::Transient, until_attempt: None });
+    let permanent = Envelope::new(
+        diag::FAIL,
+        &diag::Fail {
+            failure: diag::Failure::Permanent,
+            until_attempt: None,
+        },
+    );
+    let exhausted = Envelope::new(
+        diag::FAIL,
+        &diag::Fail {
+            failure: diag::Failure::Transient,
+            until_attempt: None,
+        },
+    );
     send(&publisher, &permanent).await;
     send(&publisher, &exhausted).await;
     let mut reasons = std::collections::HashMap::new();
     for _ in 0..2 {
-        let m = parked.next(WAIT).await.unwrap_or_else(|| panic!("nothing parked; log:\n{}", runner.log()));
-        let from = m.basic_properties.header(names::HEADER_PARKED_FROM).and_then(header_string);
+        let m = parked
+            .next(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("nothing parked; log:\n{}", runner.log()));
+        let from = m
+            .basic_properties
+            .header(names::HEADER_PARKED_FROM)
+            .and_then(header_string);
         assert_eq!(from.as_deref(), Some("stratus.fn.diag"));
-        reasons.insert(m.basic_properties.message_id.clone().unwrap(), (parked_reason(&m), Envelope::from_rmq(&m).unwrap().attempt));
+        reasons.insert(
+            m.basic_properties.message_id.clone().unwrap(),
+            (parked_reason(&m), Envelope::from_rmq(&m).unwrap().attempt),
+        );
     }
     let (reason, attempt) = &reasons[&permanent.message_id.to_string()];
     assert!(reason.contains("asked to fail permanently"), "{reason}");
@@ -100,14 +182,29 @@ async fn exhausted_and_permanent_failures_are_parked_with_their_reasons() {
 #[tokio::test]
 async fn poison_messages_are_parked_and_the_consumer_keeps_going() {
     let env = TestEnv::new("poison");
-    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(|_| {}), topology: None, extra_args: vec![] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: diag_manifest(|_| {}),
+            topology: None,
+            extra_args: vec![],
+        },
+    );
     let connection = env.connect().await;
     let mut parked = env.watch_queue(&connection, names::PARKED_QUEUE).await;
-    let mut events = env.watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED).await;
+    let mut events = env
+        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
+        .await;
     let channel = stratus_tests::raw_channel(&connection).await;
     // No message id, no type, not JSON, and no priority: what a careless publisher sends.
     channel
-        .basic_publish(names::COMMANDS_EXCHANGE.into(), "diag.echo".into(), Default::default(), b"\xff\xfe not json", lapin::BasicProperties::default())
+        .basic_publish(
+            names::COMMANDS_EXCHANGE.into(),
+            "diag.echo".into(),
+            Default::default(),
+            b"\xff\xfe not json",
+            lapin::BasicProperties::default(),
+        )
         .await
         .unwrap()
         .await
@@ -123,17 +220,44 @@ async fn poison_messages_are_parked_and_the_consumer_keeps_going() {
     send(&publisher, &bad_body).await;
     let mut reasons = Vec::new();
     for _ in 0..3 {
-        let m = parked.next(WAIT).await.unwrap_or_else(|| panic!("not parked; log:\n{}", runner.log()));
+        let m = parked
+            .next(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("not parked; log:\n{}", runner.log()));
         reasons.push(parked_reason(&m));
     }
     reasons.sort();
-    assert!(reasons.iter().any(|r| r.contains("undecodable: no message id")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("unknown message type \"diag.unheard-of\"")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("does not decode as diag.echo")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("undecodable: no message id")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("unknown message type \"diag.unheard-of\"")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("does not decode as diag.echo")),
+        "{reasons:?}"
+    );
     // The consumer is alive and well.
-    let echo = Envelope::new(diag::ECHO, &diag::Echo { text: "still here".into() });
+    let echo = Envelope::new(
+        diag::ECHO,
+        &diag::Echo {
+            text: "still here".into(),
+        },
+    );
     send(&publisher, &echo).await;
-    assert!(events.next(WAIT).await.is_some(), "no echo after the poison; log:\n{}", runner.log());
+    assert!(
+        events.next(WAIT).await.is_some(),
+        "no echo after the poison; log:\n{}",
+        runner.log()
+    );
     let s = runner.status().await;
     assert_eq!(s["queue_triggers"][0]["failed_batches"], 0, "{s:#}");
 }
@@ -141,34 +265,74 @@ async fn poison_messages_are_parked_and_the_consumer_keeps_going() {
 #[tokio::test]
 async fn an_instance_killed_mid_batch_loses_nothing() {
     let env = TestEnv::new("kill");
-    let manifest = diag_manifest(|m| m["functions"][0]["triggers"][0]["batching_window_ms"] = 300.into());
-    let runner = Runner::start(&env, RunnerOptions { manifest, topology: None, extra_args: vec![] });
+    let manifest =
+        diag_manifest(|m| m["functions"][0]["triggers"][0]["batching_window_ms"] = 300.into());
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest,
+            topology: None,
+            extra_args: vec![],
+        },
+    );
     let connection = env.connect().await;
-    let mut events = env.watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED).await;
+    let mut events = env
+        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
+        .await;
     let publisher = env.publisher(broker::topology(&env.config).unwrap());
     // One batch: echoes, then a slow message during which the instance is killed.
     let mut sent = HashSet::new();
     for i in 0..5 {
-        let e = Envelope::new(diag::ECHO, &diag::Echo { text: format!("n{i}") });
+        let e = Envelope::new(
+            diag::ECHO,
+            &diag::Echo {
+                text: format!("n{i}"),
+            },
+        );
         sent.insert(e.message_id.to_string());
         send(&publisher, &e).await;
     }
-    send(&publisher, &Envelope::new(diag::SLEEP, &diag::Sleep { millis: 1500 })).await;
-    let s = runner.wait_for("a busy instance", WAIT, |s| fn_status(s, "diag")["in_flight"] == 1).await;
-    let pid = fn_status(&s, "diag")["instances"][0]["pid"].as_u64().unwrap();
+    send(
+        &publisher,
+        &Envelope::new(diag::SLEEP, &diag::Sleep { millis: 1500 }),
+    )
+    .await;
+    let s = runner
+        .wait_for("a busy instance", WAIT, |s| {
+            fn_status(s, "diag")["in_flight"] == 1
+        })
+        .await;
+    let pid = fn_status(&s, "diag")["instances"][0]["pid"]
+        .as_u64()
+        .unwrap();
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
     let mut answered = HashSet::new();
     while answered.len() < sent.len() {
-        let m = events.next(WAIT).await.unwrap_or_else(|| panic!("lost echoes: got {answered:?} of {sent:?}; log:\n{}", runner.log()));
+        let m = events.next(WAIT).await.unwrap_or_else(|| {
+            panic!(
+                "lost echoes: got {answered:?} of {sent:?}; log:\n{}",
+                runner.log()
+            )
+        });
         let body: diag::Echoed = Envelope::from_rmq(&m).unwrap().body().unwrap();
         answered.insert(body.in_reply_to);
     }
     assert_eq!(answered, sent);
-    let s = runner.wait_for("the queue drained", WAIT, |s| s["queue_triggers"][0]["depth"] == 0 && fn_status(s, "diag")["in_flight"] == 0).await;
-    assert!(fn_status(&s, "diag")["crashes"].as_u64() >= Some(1), "{s:#}");
-    assert!(s["queue_triggers"][0]["failed_batches"].as_u64() >= Some(1), "{s:#}");
+    let s = runner
+        .wait_for("the queue drained", WAIT, |s| {
+            s["queue_triggers"][0]["depth"] == 0 && fn_status(s, "diag")["in_flight"] == 0
+        })
+        .await;
+    assert!(
+        fn_status(&s, "diag")["crashes"].as_u64() >= Some(1),
+        "{s:#}"
+    );
+    assert!(
+        s["queue_triggers"][0]["failed_batches"].as_u64() >= Some(1),
+        "{s:#}"
+    );
 }
 
 #[tokio::test]
@@ -176,24 +340,55 @@ async fn an_overrun_timeout_kills_the_instance_and_the_delivery_limit_parks_the_
     let env = TestEnv::new("timeout");
     let (topology_path, topology) = env.fast_topology(5, 2);
     let manifest = diag_manifest(|m| m["functions"][0]["timeout_seconds"] = 1.into());
-    let runner = Runner::start(&env, RunnerOptions { manifest, topology: Some(&topology_path), extra_args: vec![] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest,
+            topology: Some(&topology_path),
+            extra_args: vec![],
+        },
+    );
     let connection = env.connect().await;
     let mut parked = env.watch_queue(&connection, names::PARKED_QUEUE).await;
     let publisher = env.publisher(topology);
     let slow = Envelope::new(diag::SLEEP, &diag::Sleep { millis: 5000 });
     send(&publisher, &slow).await;
-    let m = parked.next(Duration::from_secs(60)).await.unwrap_or_else(|| panic!("not parked; log:\n{}", runner.log()));
-    assert_eq!(m.basic_properties.message_id, Some(slow.message_id.to_string()));
+    let m = parked
+        .next(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|| panic!("not parked; log:\n{}", runner.log()));
+    assert_eq!(
+        m.basic_properties.message_id,
+        Some(slow.message_id.to_string())
+    );
     // Parked by the broker's delivery limit (x-death) or by the harness's check of x-delivery-count.
     let by_broker = m.basic_properties.header("x-death").is_some();
-    assert!(by_broker || parked_reason(&m).contains("delivery count"), "{m:?}");
+    assert!(
+        by_broker || parked_reason(&m).contains("delivery count"),
+        "{m:?}"
+    );
     let s = runner.status().await;
     let f = fn_status(&s, "diag");
     assert!(f["timeouts"].as_u64() >= Some(1), "{s:#}");
-    assert!(runner.log().contains("Task timed out after 1.00 seconds"), "{}", runner.log());
+    assert!(
+        runner.log().contains("Task timed out after 1.00 seconds"),
+        "{}",
+        runner.log()
+    );
     // A fresh instance serves what comes next.
-    let mut events = env.watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED).await;
-    send(&publisher, &Envelope::new(diag::ECHO, &diag::Echo { text: "after".into() })).await;
+    let mut events = env
+        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
+        .await;
+    send(
+        &publisher,
+        &Envelope::new(
+            diag::ECHO,
+            &diag::Echo {
+                text: "after".into(),
+            },
+        ),
+    )
+    .await;
     assert!(events.next(WAIT).await.is_some(), "log:\n{}", runner.log());
 }
 
@@ -201,17 +396,44 @@ async fn an_overrun_timeout_kills_the_instance_and_the_delivery_limit_parks_the_
 async fn a_message_that_crashes_its_function_is_parked_and_the_instance_replaced() {
     let env = TestEnv::new("crash");
     let (topology_path, topology) = env.fast_topology(5, 2);
-    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(|_| {}), topology: Some(&topology_path), extra_args: vec![] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: diag_manifest(|_| {}),
+            topology: Some(&topology_path),
+            extra_args: vec![],
+        },
+    );
     let connection = env.connect().await;
     let mut parked = env.watch_queue(&connection, names::PARKED_QUEUE).await;
     let publisher = env.publisher(topology);
     let exit = Envelope::new(diag::EXIT, &diag::Exit { code: 3 });
     send(&publisher, &exit).await;
-    let m = parked.next(Duration::from_secs(60)).await.unwrap_or_else(|| panic!("not parked; log:\n{}", runner.log()));
-    assert_eq!(m.basic_properties.message_id, Some(exit.message_id.to_string()));
+    let m = parked
+        .next(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|| panic!("not parked; log:\n{}", runner.log()));
+    assert_eq!(
+        m.basic_properties.message_id,
+        Some(exit.message_id.to_string())
+    );
     let s = runner.status().await;
-    assert!(fn_status(&s, "diag")["crashes"].as_u64() >= Some(2), "{s:#}");
-    let mut events = env.watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED).await;
-    send(&publisher, &Envelope::new(diag::ECHO, &diag::Echo { text: "after".into() })).await;
+    assert!(
+        fn_status(&s, "diag")["crashes"].as_u64() >= Some(2),
+        "{s:#}"
+    );
+    let mut events = env
+        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
+        .await;
+    send(
+        &publisher,
+        &Envelope::new(
+            diag::ECHO,
+            &diag::Echo {
+                text: "after".into(),
+            },
+        ),
+    )
+    .await;
     assert!(events.next(WAIT).await.is_some(), "log:\n{}", runner.log());
 }

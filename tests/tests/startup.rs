@@ -13,11 +13,17 @@ fn up(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) -> (Option<i32>,
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn error_line(stderr: &str) -> &str {
-    stderr.lines().find(|l| l.starts_with("stratus-local: error:")).unwrap_or_else(|| panic!("no error line in {stderr:?}"))
+    stderr
+        .lines()
+        .find(|l| l.starts_with("stratus-local: error:"))
+        .unwrap_or_else(|| panic!("no error line in {stderr:?}"))
 }
 
 #[test]
@@ -28,7 +34,10 @@ fn a_malformed_manifest_names_the_file_and_field() {
     let (code, stderr) = up(&env, &["--manifest", path.to_str().unwrap()], &[]);
     assert_eq!(code, Some(1));
     let line = error_line(&stderr);
-    assert!(line.contains("m.json") && line.contains("timeout_seconds"), "{line}");
+    assert!(
+        line.contains("m.json") && line.contains("timeout_seconds"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -39,17 +48,31 @@ fn a_missing_binary_is_named() {
     let (code, stderr) = up(&env, &["--manifest", path.to_str().unwrap()], &[]);
     assert_eq!(code, Some(1));
     let line = error_line(&stderr);
-    assert!(line.contains("function ghost") && line.contains("stratus-fn-ghost") && line.contains("cargo build"), "{line}");
+    assert!(
+        line.contains("function ghost")
+            && line.contains("stratus-fn-ghost")
+            && line.contains("cargo build"),
+        "{line}"
+    );
 }
 
 #[test]
 fn an_unreachable_broker_says_how_to_start_one() {
     let env = TestEnv::new("nobroker");
     let manifest = root().join("infra/manifest.json");
-    let (code, stderr) = up(&env, &["--manifest", manifest.to_str().unwrap()], &[("STRATUS_AMQP_URL", "amqp://guest:secret@127.0.0.1:1")]);
+    let (code, stderr) = up(
+        &env,
+        &["--manifest", manifest.to_str().unwrap()],
+        &[("STRATUS_AMQP_URL", "amqp://guest:secret@127.0.0.1:1")],
+    );
     assert_eq!(code, Some(1));
     let line = error_line(&stderr);
-    assert!(line.contains("cannot reach RabbitMQ") && line.contains("rabbitmq-server") && !line.contains("secret"), "{line}");
+    assert!(
+        line.contains("cannot reach RabbitMQ")
+            && line.contains("rabbitmq-server")
+            && !line.contains("secret"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -58,7 +81,16 @@ fn a_port_in_use_is_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let manifest = root().join("infra/manifest.json");
-    let (code, stderr) = up(&env, &["--manifest", manifest.to_str().unwrap(), "--runtime-api", &addr], &[]);
+    let (code, stderr) = up(
+        &env,
+        &[
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--runtime-api",
+            &addr,
+        ],
+        &[],
+    );
     assert_eq!(code, Some(1));
     let line = error_line(&stderr);
     assert!(line.contains(&addr) && line.contains("in use"), "{line}");
@@ -67,7 +99,11 @@ fn a_port_in_use_is_one_clear_line() {
 #[test]
 fn status_without_a_runner_says_so() {
     let env = TestEnv::new("nostatus");
-    let out = Command::new(bin_dir().join("stratus-local")).arg("status").envs(env.config.to_env()).output().unwrap();
+    let out = Command::new(bin_dir().join("stratus-local"))
+        .arg("status")
+        .envs(env.config.to_env())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no stratus-local is running"));
 }

@@ -13,14 +13,23 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn with_http_and_schedule(m: &mut serde_json::Value) {
     let triggers = m["functions"][0]["triggers"].as_array_mut().unwrap();
-    triggers.push(serde_json::json!({ "type": "http", "route": "/client/api", "methods": ["GET", "POST"] }));
+    triggers.push(
+        serde_json::json!({ "type": "http", "route": "/client/api", "methods": ["GET", "POST"] }),
+    );
     triggers.push(serde_json::json!({ "type": "schedule", "expression": "rate(1 second)" }));
 }
 
 #[tokio::test]
 async fn the_gateway_sends_api_gateway_v2_events_and_maps_answers_back() {
     let env = TestEnv::new("gateway");
-    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(with_http_and_schedule), topology: None, extra_args: vec![] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: diag_manifest(with_http_and_schedule),
+            topology: None,
+            extra_args: vec![],
+        },
+    );
     let gateway = runner.gateway.clone().expect("the gateway listens");
     let client = reqwest::Client::new();
     let raw_query = "command=listZones&response=json&signature=a%2Bb%3D&apiKey=K";
@@ -31,11 +40,22 @@ async fn the_gateway_sends_api_gateway_v2_events_and_maps_answers_back() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let cookies: Vec<String> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
     assert_eq!(cookies, vec!["diag=seen; Path=/; HttpOnly".to_string()]);
     let seen: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(seen["rawQueryString"], raw_query, "the raw query string is passed as sent");
-    assert_eq!(seen["cookies"], serde_json::json!(["JSESSIONID=abc", "sessionkey=xyz"]));
+    assert_eq!(
+        seen["rawQueryString"], raw_query,
+        "the raw query string is passed as sent"
+    );
+    assert_eq!(
+        seen["cookies"],
+        serde_json::json!(["JSESSIONID=abc", "sessionkey=xyz"])
+    );
     assert_eq!(seen["method"], "GET");
 
     let form = "command=login&username=admin&password=p%40ss";
@@ -49,23 +69,45 @@ async fn the_gateway_sends_api_gateway_v2_events_and_maps_answers_back() {
     let seen: serde_json::Value = r.json().await.unwrap();
     assert_eq!(seen["isBase64Encoded"], true);
     use base64::Engine;
-    let body = base64::engine::general_purpose::STANDARD.decode(seen["body"].as_str().unwrap()).unwrap();
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(seen["body"].as_str().unwrap())
+        .unwrap();
     assert_eq!(body, form.as_bytes());
 
     // No route: API Gateway's own 404; a method the route does not take, likewise.
-    let r = client.get(format!("http://{gateway}/nowhere")).send().await.unwrap();
+    let r = client
+        .get(format!("http://{gateway}/nowhere"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), serde_json::json!({"message": "Not Found"}));
-    let r = client.delete(format!("http://{gateway}/client/api")).send().await.unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"message": "Not Found"})
+    );
+    let r = client
+        .delete(format!("http://{gateway}/client/api"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
 #[tokio::test]
 async fn schedules_invoke_their_function() {
     let env = TestEnv::new("schedule");
-    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(with_http_and_schedule), topology: None, extra_args: vec![] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: diag_manifest(with_http_and_schedule),
+            topology: None,
+            extra_args: vec![],
+        },
+    );
     runner
-        .wait_for("two scheduled invocations", WAIT, |s| s["functions"][0]["invocations"].as_u64() >= Some(2))
+        .wait_for("two scheduled invocations", WAIT, |s| {
+            s["functions"][0]["invocations"].as_u64() >= Some(2)
+        })
         .await;
     assert!(runner.log().contains("scheduled tick"), "{}", runner.log());
     assert_eq!(runner.status().await["functions"][0]["errors"], 0);
@@ -74,20 +116,52 @@ async fn schedules_invoke_their_function() {
 fn process_state(pid: u64) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // The state follows the command name, which is in parentheses.
-    stat.rsplit_once(')').unwrap().1.trim().chars().next().unwrap()
+    stat.rsplit_once(')')
+        .unwrap()
+        .1
+        .trim()
+        .chars()
+        .next()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn idle_instances_are_frozen_and_thawed_per_invocation() {
     let env = TestEnv::new("freeze");
-    let runner = Runner::start(&env, RunnerOptions { manifest: diag_manifest(|_| {}), topology: None, extra_args: vec![] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: diag_manifest(|_| {}),
+            topology: None,
+            extra_args: vec![],
+        },
+    );
     let connection = env.connect().await;
-    let mut events = env.watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED).await;
+    let mut events = env
+        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
+        .await;
     let publisher = env.publisher(broker::topology(&env.config).unwrap());
     for round in 0..2 {
-        send(&publisher, &Envelope::new(diag::ECHO, &diag::Echo { text: format!("r{round}") })).await;
-        assert!(events.next(WAIT).await.is_some(), "round {round}; log:\n{}", runner.log());
-        let s = runner.wait_for("a frozen instance", WAIT, |s| s["functions"][0]["instances"][0]["frozen"] == true).await;
+        send(
+            &publisher,
+            &Envelope::new(
+                diag::ECHO,
+                &diag::Echo {
+                    text: format!("r{round}"),
+                },
+            ),
+        )
+        .await;
+        assert!(
+            events.next(WAIT).await.is_some(),
+            "round {round}; log:\n{}",
+            runner.log()
+        );
+        let s = runner
+            .wait_for("a frozen instance", WAIT, |s| {
+                s["functions"][0]["instances"][0]["frozen"] == true
+            })
+            .await;
         let pid = s["functions"][0]["instances"][0]["pid"].as_u64().unwrap();
         assert_eq!(process_state(pid), 'T', "a frozen instance is stopped");
     }
@@ -107,9 +181,16 @@ async fn invoke_runs_one_event_like_sam_local_invoke() {
             .unwrap()
     };
     let out = run("events/rmq/diag.noop.json");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(answer, serde_json::json!({"handled": 1, "retried": 0, "parked": 0}));
+    assert_eq!(
+        answer,
+        serde_json::json!({"handled": 1, "retried": 0, "parked": 0})
+    );
     let out = run("events/upstream/example-apigw-v2-request-no-authorizer.json");
     assert!(out.status.success());
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -127,7 +208,13 @@ async fn invoke_runs_one_event_like_sam_local_invoke() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(answer["errorMessage"].as_str().unwrap().contains("unrecognised event shape"), "{answer}");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("unrecognised event shape"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -138,20 +225,41 @@ async fn pollers_follow_the_backlog_and_instances_follow_the_invocations() {
         m["functions"][0]["triggers"][0]["concurrency"] = 2.into();
         m["functions"][0]["max_instances"] = 2.into();
     });
-    let runner = Runner::start(&env, RunnerOptions { manifest, topology: None, extra_args: vec!["--idle-timeout".into(), "2".into()] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest,
+            topology: None,
+            extra_args: vec!["--idle-timeout".into(), "2".into()],
+        },
+    );
     let publisher = env.publisher(broker::topology(&env.config).unwrap());
     for _ in 0..40 {
-        send(&publisher, &Envelope::new(diag::SLEEP, &diag::Sleep { millis: 150 })).await;
+        send(
+            &publisher,
+            &Envelope::new(diag::SLEEP, &diag::Sleep { millis: 150 }),
+        )
+        .await;
     }
     runner
         .wait_for("two pollers and two busy instances", WAIT, |s| {
-            s["queue_triggers"][0]["pollers"] == 2 && s["functions"][0]["in_flight"] == 2 && s["functions"][0]["instances"].as_array().unwrap().len() == 2
+            s["queue_triggers"][0]["pollers"] == 2
+                && s["functions"][0]["in_flight"] == 2
+                && s["functions"][0]["instances"].as_array().unwrap().len() == 2
         })
         .await;
-    runner.wait_for("the backlog drained", WAIT, |s| s["queue_triggers"][0]["depth"] == 0 && s["functions"][0]["in_flight"] == 0).await;
+    runner
+        .wait_for("the backlog drained", WAIT, |s| {
+            s["queue_triggers"][0]["depth"] == 0 && s["functions"][0]["in_flight"] == 0
+        })
+        .await;
     runner
         .wait_for("idle instances stopped and one poller left", WAIT, |s| {
-            s["functions"][0]["instances"].as_array().unwrap().is_empty() && s["queue_triggers"][0]["pollers"] == 1
+            s["functions"][0]["instances"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+                && s["queue_triggers"][0]["pollers"] == 1
         })
         .await;
     let s = runner.status().await;
@@ -159,8 +267,19 @@ async fn pollers_follow_the_backlog_and_instances_follow_the_invocations() {
     assert_eq!(s["functions"][0]["errors"], 0, "{s:#}");
     // Work after scaling down still flows.
     let connection = env.connect().await;
-    let mut events = env.watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED).await;
-    send(&publisher, &Envelope::new(diag::ECHO, &diag::Echo { text: "again".into() })).await;
+    let mut events = env
+        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
+        .await;
+    send(
+        &publisher,
+        &Envelope::new(
+            diag::ECHO,
+            &diag::Echo {
+                text: "again".into(),
+            },
+        ),
+    )
+    .await;
     assert!(events.next(WAIT).await.is_some(), "log:\n{}", runner.log());
 }
 
@@ -180,17 +299,39 @@ async fn supervised_processes_are_restarted_when_they_exit() {
     let manifest = diag_manifest(|m| {
         m["processes"] = serde_json::json!([{ "name": "agent", "binary": "stratus-test-agent", "min_instances": 2, "max_instances": 2 }]);
     });
-    let runner = Runner::start(&env, RunnerOptions { manifest, topology: None, extra_args: vec!["--bin-dir".into(), bins.display().to_string()] });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest,
+            topology: None,
+            extra_args: vec!["--bin-dir".into(), bins.display().to_string()],
+        },
+    );
     let s = runner
-        .wait_for("two agents", WAIT, |s| s["processes"].as_array().unwrap().iter().filter(|p| p["pid"].is_u64()).count() == 2)
+        .wait_for("two agents", WAIT, |s| {
+            s["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["pid"].is_u64())
+                .count()
+                == 2
+        })
         .await;
     let starts = std::fs::read_to_string(env.home.join("agent-starts")).unwrap();
-    assert!(starts.contains(&format!("0 {}", env.vhost)) && starts.contains(&format!("1 {}", env.vhost)), "{starts}");
+    assert!(
+        starts.contains(&format!("0 {}", env.vhost))
+            && starts.contains(&format!("1 {}", env.vhost)),
+        "{starts}"
+    );
     let pid = s["processes"][0]["pid"].as_u64().unwrap();
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
     runner
-        .wait_for("the agent restarted", WAIT, |s| s["processes"][0]["restarts"] == 1 && s["processes"][0]["pid"].as_u64().is_some_and(|p| p != pid))
+        .wait_for("the agent restarted", WAIT, |s| {
+            s["processes"][0]["restarts"] == 1
+                && s["processes"][0]["pid"].as_u64().is_some_and(|p| p != pid)
+        })
         .await;
 }

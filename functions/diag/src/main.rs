@@ -20,15 +20,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             match stratus_fn_diag::trigger_of(raw) {
                 stratus_fn_diag::Trigger::Queue => {
                     let batch = serde_json::from_str(raw)?;
-                    Ok(serde_json::to_value(harness.handle_event(&batch, &request_id).await?)?)
+                    Ok(serde_json::to_value(
+                        harness.handle_event(&batch, &request_id).await?,
+                    )?)
                 }
-                stratus_fn_diag::Trigger::Http => Ok(stratus_fn_diag::http_answer(&serde_json::from_str(raw)?)),
+                stratus_fn_diag::Trigger::Http => {
+                    Ok(stratus_fn_diag::http_answer(&serde_json::from_str(raw)?))
+                }
                 stratus_fn_diag::Trigger::Schedule => {
                     let event: Value = serde_json::from_str(raw)?;
                     tracing::info!(request_id, time = %event["time"], "scheduled tick");
                     Ok(serde_json::json!({ "tick": event["time"] }))
                 }
-                stratus_fn_diag::Trigger::Unknown => Err::<Value, lambda_runtime::Error>("unrecognised event shape".into()),
+                stratus_fn_diag::Trigger::Unknown => {
+                    Err::<Value, lambda_runtime::Error>("unrecognised event shape".into())
+                }
             }
         }
     }))

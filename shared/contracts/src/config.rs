@@ -37,16 +37,28 @@ impl std::str::FromStr for StoreSelection {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(path) = s.strip_prefix("sqlite:") {
             if path.is_empty() {
-                return Err(ConfigError::invalid(ENV_STORE, s, "sqlite: needs a file path"));
+                return Err(ConfigError::invalid(
+                    ENV_STORE,
+                    s,
+                    "sqlite: needs a file path",
+                ));
             }
             Ok(Self::Sqlite(PathBuf::from(path)))
         } else if let Some(url) = s.strip_prefix("dynamodb:") {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid(ENV_STORE, s, "dynamodb: needs an http(s) URL"));
+                return Err(ConfigError::invalid(
+                    ENV_STORE,
+                    s,
+                    "dynamodb: needs an http(s) URL",
+                ));
             }
             Ok(Self::DynamoDb(url.to_string()))
         } else {
-            Err(ConfigError::invalid(ENV_STORE, s, "expected sqlite:PATH or dynamodb:URL"))
+            Err(ConfigError::invalid(
+                ENV_STORE,
+                s,
+                "expected sqlite:PATH or dynamodb:URL",
+            ))
         }
     }
 }
@@ -108,10 +120,18 @@ impl Config {
         };
         let amqp_url = get(ENV_AMQP_URL).unwrap_or_else(|| DEFAULT_AMQP_URL.to_string());
         if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
-            return Err(ConfigError::invalid(ENV_AMQP_URL, &amqp_url, "expected amqp:// or amqps://"));
+            return Err(ConfigError::invalid(
+                ENV_AMQP_URL,
+                &amqp_url,
+                "expected amqp:// or amqps://",
+            ));
         }
         let amqp_url = amqp_url.trim_end_matches('/').to_string();
-        if amqp_url.split("://").nth(1).is_some_and(|rest| rest.contains('/')) {
+        if amqp_url
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| rest.contains('/'))
+        {
             return Err(ConfigError::invalid(
                 ENV_AMQP_URL,
                 &amqp_url,
@@ -129,13 +149,18 @@ impl Config {
             table_prefix: get(ENV_TABLE_PREFIX).unwrap_or_else(|| "stratus_".to_string()),
             consul_http_addr: get(ENV_CONSUL_HTTP_ADDR),
             home,
-            events_exchange: get(ENV_EVENTS_EXCHANGE).unwrap_or_else(|| crate::names::DEFAULT_EVENTS_EXCHANGE.to_string()),
+            events_exchange: get(ENV_EVENTS_EXCHANGE)
+                .unwrap_or_else(|| crate::names::DEFAULT_EVENTS_EXCHANGE.to_string()),
         })
     }
 
     /// The full AMQP URI, with the vhost percent-encoded as AMQP URIs require.
     pub fn amqp_uri(&self) -> String {
-        format!("{}/{}", self.amqp_url, percent_encode_vhost(&self.amqp_vhost))
+        format!(
+            "{}/{}",
+            self.amqp_url,
+            percent_encode_vhost(&self.amqp_vhost)
+        )
     }
 
     /// The variables to hand to a child process so that it reads this same configuration.
@@ -173,7 +198,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -181,7 +209,10 @@ mod tests {
     fn defaults_follow_home() {
         let c = config(&[("HOME", "/home/u")]).unwrap();
         assert_eq!(c.home, PathBuf::from("/home/u/.stratus"));
-        assert_eq!(c.store, StoreSelection::Sqlite("/home/u/.stratus/stratus.db".into()));
+        assert_eq!(
+            c.store,
+            StoreSelection::Sqlite("/home/u/.stratus/stratus.db".into())
+        );
         assert_eq!(c.amqp_uri(), "amqp://guest:guest@127.0.0.1:5672/%2F");
         assert_eq!(c.events_exchange, "cloudstack-events");
         assert_eq!(c.consul_http_addr, None);
@@ -198,9 +229,18 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.amqp_uri(), "amqps://u:p@b.mq.example:5671/test-1");
-        assert_eq!(c.store, StoreSelection::DynamoDb("http://127.0.0.1:5000".into()));
+        assert_eq!(
+            c.store,
+            StoreSelection::DynamoDb("http://127.0.0.1:5000".into())
+        );
         assert_eq!(c.consul_http_addr.as_deref(), Some("127.0.0.1:8500"));
-        let round_trip = config(&c.to_env().iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).unwrap();
+        let round_trip = config(
+            &c.to_env()
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         assert_eq!(round_trip, c);
     }
 

@@ -35,7 +35,9 @@ pub enum LoadError {
     },
 }
 
-pub(crate) fn load_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, LoadError> {
+pub(crate) fn load_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> Result<T, LoadError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         file: file.clone(),
@@ -44,7 +46,10 @@ pub(crate) fn load_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) 
     parse_json(&file, &text)
 }
 
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, LoadError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, LoadError> {
     serde_json::from_str(text).map_err(|e| LoadError::Parse {
         file: file.to_string(),
         line: e.line(),

@@ -131,8 +131,16 @@ impl Manifest {
         let mut names = std::collections::HashSet::new();
         for (i, f) in self.functions.iter().enumerate() {
             let at = |field: &str| format!("functions[{i}] ({}).{field}", f.name);
-            if f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(invalid(format!("functions[{i}].name"), format!("{:?} is not a valid function name", f.name)));
+            if f.name.is_empty()
+                || !f
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    format!("functions[{i}].name"),
+                    format!("{:?} is not a valid function name", f.name),
+                ));
             }
             if !names.insert(f.name.clone()) {
                 return Err(invalid(at("name"), "is used twice".into()));
@@ -141,15 +149,24 @@ impl Manifest {
                 return Err(invalid(at("binary"), "must not be empty".into()));
             }
             if !(1..=900).contains(&f.timeout_seconds) {
-                return Err(invalid(at("timeout_seconds"), format!("{} is outside 1..=900", f.timeout_seconds)));
+                return Err(invalid(
+                    at("timeout_seconds"),
+                    format!("{} is outside 1..=900", f.timeout_seconds),
+                ));
             }
             if !(128..=10240).contains(&f.memory_mb) {
-                return Err(invalid(at("memory_mb"), format!("{} is outside 128..=10240", f.memory_mb)));
+                return Err(invalid(
+                    at("memory_mb"),
+                    format!("{} is outside 128..=10240", f.memory_mb),
+                ));
             }
             if f.max_instances == 0 || f.min_instances > f.max_instances {
                 return Err(invalid(
                     at("max_instances"),
-                    format!("needs 1 <= max_instances and min_instances <= max_instances (min {}, max {})", f.min_instances, f.max_instances),
+                    format!(
+                        "needs 1 <= max_instances and min_instances <= max_instances (min {}, max {})",
+                        f.min_instances, f.max_instances
+                    ),
                 ));
             }
             if f.triggers.is_empty() {
@@ -158,15 +175,26 @@ impl Manifest {
             for (j, t) in f.triggers.iter().enumerate() {
                 let at = |field: &str| format!("functions[{i}] ({}).triggers[{j}].{field}", f.name);
                 match t {
-                    Trigger::Queue { queue, batch_size, batching_window_ms, concurrency } => {
+                    Trigger::Queue {
+                        queue,
+                        batch_size,
+                        batching_window_ms,
+                        concurrency,
+                    } => {
                         if queue.is_empty() {
                             return Err(invalid(at("queue"), "must not be empty".into()));
                         }
                         if !(1..=10_000).contains(batch_size) {
-                            return Err(invalid(at("batch_size"), format!("{batch_size} is outside 1..=10000")));
+                            return Err(invalid(
+                                at("batch_size"),
+                                format!("{batch_size} is outside 1..=10000"),
+                            ));
                         }
                         if *batching_window_ms > 300_000 {
-                            return Err(invalid(at("batching_window_ms"), format!("{batching_window_ms} is over 300000")));
+                            return Err(invalid(
+                                at("batching_window_ms"),
+                                format!("{batching_window_ms} is over 300000"),
+                            ));
                         }
                         if *concurrency == 0 {
                             return Err(invalid(at("concurrency"), "must be at least 1".into()));
@@ -174,11 +202,19 @@ impl Manifest {
                     }
                     Trigger::Http { route, methods } => {
                         if !route.starts_with('/') {
-                            return Err(invalid(at("route"), format!("{route:?} must start with /")));
+                            return Err(invalid(
+                                at("route"),
+                                format!("{route:?} must start with /"),
+                            ));
                         }
                         for m in methods {
-                            if !["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"].contains(&m.as_str()) {
-                                return Err(invalid(at("methods"), format!("{m:?} is not an HTTP method")));
+                            if !["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+                                .contains(&m.as_str())
+                            {
+                                return Err(invalid(
+                                    at("methods"),
+                                    format!("{m:?} is not an HTTP method"),
+                                ));
                             }
                         }
                     }
@@ -193,13 +229,19 @@ impl Manifest {
         for (i, p) in self.processes.iter().enumerate() {
             let at = |field: &str| format!("processes[{i}] ({}).{field}", p.name);
             if p.name.is_empty() {
-                return Err(invalid(format!("processes[{i}].name"), "must not be empty".into()));
+                return Err(invalid(
+                    format!("processes[{i}].name"),
+                    "must not be empty".into(),
+                ));
             }
             if p.binary.is_empty() {
                 return Err(invalid(at("binary"), "must not be empty".into()));
             }
             if p.max_instances == 0 || p.min_instances > p.max_instances {
-                return Err(invalid(at("max_instances"), "needs 1 <= max_instances and min_instances <= max_instances".into()));
+                return Err(invalid(
+                    at("max_instances"),
+                    "needs 1 <= max_instances and min_instances <= max_instances".into(),
+                ));
             }
         }
         Ok(())
@@ -212,8 +254,13 @@ pub fn parse_rate(expression: &str) -> Result<std::time::Duration, String> {
         .strip_prefix("rate(")
         .and_then(|s| s.strip_suffix(')'))
         .ok_or_else(|| format!("{expression:?} is not rate(N unit)"))?;
-    let (n, unit) = inner.trim().split_once(' ').ok_or_else(|| format!("{expression:?} is not rate(N unit)"))?;
-    let n: u64 = n.parse().map_err(|_| format!("{expression:?}: {n:?} is not a positive whole number"))?;
+    let (n, unit) = inner
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| format!("{expression:?} is not rate(N unit)"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{expression:?}: {n:?} is not a positive whole number"))?;
     if n == 0 {
         return Err(format!("{expression:?}: the rate must be at least 1"));
     }
@@ -222,7 +269,11 @@ pub fn parse_rate(expression: &str) -> Result<std::time::Duration, String> {
         ("minute", 1) | ("minutes", 2..) => 60,
         ("hour", 1) | ("hours", 2..) => 3600,
         ("day", 1) | ("days", 2..) => 86_400,
-        _ => return Err(format!("{expression:?}: unit must be second(s), minute(s), hour(s) or day(s), singular only for 1")),
+        _ => {
+            return Err(format!(
+                "{expression:?}: unit must be second(s), minute(s), hour(s) or day(s), singular only for 1"
+            ));
+        }
     };
     Ok(std::time::Duration::from_secs(n * seconds))
 }
@@ -245,24 +296,55 @@ mod tests {
         assert_eq!(f.timeout_seconds, 30);
         assert_eq!(
             f.triggers[0],
-            Trigger::Queue { queue: "q".into(), batch_size: 100, batching_window_ms: 500, concurrency: 1 }
+            Trigger::Queue {
+                queue: "q".into(),
+                batch_size: 100,
+                batching_window_ms: 500,
+                concurrency: 1
+            }
         );
     }
 
     #[test]
     fn errors_name_the_file_and_field() {
         let cases = [
-            (r#"{"functions":[{"name":"f","binary":"b","timeout_seconds":901,"triggers":[{"type":"queue","queue":"q"}]}]}"#, "functions[0] (f).timeout_seconds"),
-            (r#"{"functions":[{"name":"f","binary":"b","triggers":[{"type":"queue","queue":"q","batch_size":0}]}]}"#, "triggers[0].batch_size"),
-            (r#"{"functions":[{"name":"f","binary":"b","triggers":[{"type":"schedule","expression":"rate(1 minutes)"}]}]}"#, "triggers[0].expression"),
-            (r#"{"functions":[{"name":"f","binary":"b","triggers":[{"type":"http","route":"x"}]}]}"#, "triggers[0].route"),
-            (r#"{"functions":[{"name":"f","binary":"b","triggers":[]}]}"#, "(f).triggers"),
-            (r#"{"functions":[{"name":"f","binary":"b","triggers":[{"type":"carrier-pigeon"}]}]}"#, "line 1"),
-            (r#"{"functions":[{"name":"f","binary":"b","tiemout_seconds":3,"triggers":[]}]}"#, "tiemout_seconds"),
+            (
+                r#"{"functions":[{"name":"f","binary":"b","timeout_seconds":901,"triggers":[{"type":"queue","queue":"q"}]}]}"#,
+                "functions[0] (f).timeout_seconds",
+            ),
+            (
+                r#"{"functions":[{"name":"f","binary":"b","triggers":[{"type":"queue","queue":"q","batch_size":0}]}]}"#,
+                "triggers[0].batch_size",
+            ),
+            (
+                r#"{"functions":[{"name":"f","binary":"b","triggers":[{"type":"schedule","expression":"rate(1 minutes)"}]}]}"#,
+                "triggers[0].expression",
+            ),
+            (
+                r#"{"functions":[{"name":"f","binary":"b","triggers":[{"type":"http","route":"x"}]}]}"#,
+                "triggers[0].route",
+            ),
+            (
+                r#"{"functions":[{"name":"f","binary":"b","triggers":[]}]}"#,
+                "(f).triggers",
+            ),
+            (
+                r#"{"functions":[{"name":"f","binary":"b","triggers":[{"type":"carrier-pigeon"}]}]}"#,
+                "line 1",
+            ),
+            (
+                r#"{"functions":[{"name":"f","binary":"b","tiemout_seconds":3,"triggers":[]}]}"#,
+                "tiemout_seconds",
+            ),
         ];
         for (text, needle) in cases {
-            let e = Manifest::parse("infra/m.json", text).unwrap_err().to_string();
-            assert!(e.starts_with("infra/m.json") && e.contains(needle), "{e} lacks {needle}");
+            let e = Manifest::parse("infra/m.json", text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("infra/m.json") && e.contains(needle),
+                "{e} lacks {needle}"
+            );
         }
     }
 

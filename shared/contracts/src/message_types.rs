@@ -145,7 +145,10 @@ mod tests {
             assert!(seen.insert(t.name), "duplicate {}", t.name);
         }
         assert_eq!(lookup("diag.echo").unwrap().kind, Kind::Command);
-        assert_eq!(lookup("diag.echoed").unwrap().kind.exchange(), "stratus.events");
+        assert_eq!(
+            lookup("diag.echoed").unwrap().kind.exchange(),
+            "stratus.events"
+        );
         assert!(lookup("diag.nope").is_none());
     }
 }

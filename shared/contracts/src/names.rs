@@ -65,7 +65,8 @@ fn is_kebab_word(s: &str) -> bool {
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && !s.ends_with('-')
         && !s.contains("--")
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 #[cfg(test)]
@@ -76,7 +77,16 @@ mod tests {
     fn message_type_pattern() {
         assert!(is_valid_message_type("diag.echo"));
         assert!(is_valid_message_type("compute.vm-started"));
-        for bad in ["diag", "Diag.echo", "diag.echo.x", "diag.", ".echo", "diag.echo-", "diag.a--b", "diag.1x"] {
+        for bad in [
+            "diag",
+            "Diag.echo",
+            "diag.echo.x",
+            "diag.",
+            ".echo",
+            "diag.echo-",
+            "diag.a--b",
+            "diag.1x",
+        ] {
             assert!(!is_valid_message_type(bad), "{bad}");
         }
     }
@@ -85,7 +95,10 @@ mod tests {
     fn queue_names() {
         assert_eq!(function_queue("diag"), "stratus.fn.diag");
         assert_eq!(instance_queue("agent", "h1"), "stratus.agent.h1");
-        assert_eq!(instance_routing_key("agent.start-vm", "h1"), "agent.start-vm.h1");
+        assert_eq!(
+            instance_routing_key("agent.start-vm", "h1"),
+            "agent.start-vm.h1"
+        );
         assert_eq!(delay_queue("5s"), "stratus.delay.5s");
     }
 }

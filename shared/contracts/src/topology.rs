@@ -91,8 +91,14 @@ impl QueueArguments {
         QueueArguments {
             queue_type: self.queue_type.or(defaults.queue_type),
             delivery_limit: self.delivery_limit.or(defaults.delivery_limit),
-            dead_letter_exchange: self.dead_letter_exchange.clone().or_else(|| defaults.dead_letter_exchange.clone()),
-            dead_letter_strategy: self.dead_letter_strategy.clone().or_else(|| defaults.dead_letter_strategy.clone()),
+            dead_letter_exchange: self
+                .dead_letter_exchange
+                .clone()
+                .or_else(|| defaults.dead_letter_exchange.clone()),
+            dead_letter_strategy: self
+                .dead_letter_strategy
+                .clone()
+                .or_else(|| defaults.dead_letter_strategy.clone()),
             overflow: self.overflow.clone().or_else(|| defaults.overflow.clone()),
             message_ttl_ms: self.message_ttl_ms.or(defaults.message_ttl_ms),
         }
@@ -162,7 +168,10 @@ impl Topology {
             return Err(invalid("retry.max_attempts".into(), "must be at least 1"));
         }
         if self.retry.tiers.is_empty() {
-            return Err(invalid("retry.tiers".into(), "needs at least one delay tier"));
+            return Err(invalid(
+                "retry.tiers".into(),
+                "needs at least one delay tier",
+            ));
         }
         let exchanges: Vec<&str> = self.exchanges.iter().map(|e| e.name.as_str()).collect();
         for (i, q) in self.queues.iter().chain(&self.instance_queues).enumerate() {
@@ -178,9 +187,17 @@ impl Topology {
                 }
             }
         }
-        for required in [names::COMMANDS_EXCHANGE, names::INTERNAL_EVENTS_EXCHANGE, names::REQUEUE_EXCHANGE, names::PARKING_EXCHANGE] {
+        for required in [
+            names::COMMANDS_EXCHANGE,
+            names::INTERNAL_EVENTS_EXCHANGE,
+            names::REQUEUE_EXCHANGE,
+            names::PARKING_EXCHANGE,
+        ] {
             if !exchanges.contains(&required) {
-                return Err(invalid("exchanges".into(), &format!("must declare {required:?}")));
+                return Err(invalid(
+                    "exchanges".into(),
+                    &format!("must declare {required:?}"),
+                ));
             }
         }
         Ok(())
@@ -194,7 +211,10 @@ impl Topology {
 
     /// Whether publishes to `exchange` are mandatory. Unknown exchanges are treated as mandatory.
     pub fn is_mandatory(&self, exchange: &str) -> bool {
-        self.exchanges.iter().find(|e| e.name == exchange).is_none_or(|e| e.mandatory)
+        self.exchanges
+            .iter()
+            .find(|e| e.name == exchange)
+            .is_none_or(|e| e.mandatory)
     }
 
     /// The per-instance queue made from template `template` for `instance_id`.
@@ -235,7 +255,15 @@ impl Topology {
     pub fn bindings(&self) -> BTreeMap<String, Vec<String>> {
         self.queues
             .iter()
-            .map(|q| (q.name.clone(), q.bindings.iter().map(|b| format!("{} {}", b.exchange, b.key)).collect()))
+            .map(|q| {
+                (
+                    q.name.clone(),
+                    q.bindings
+                        .iter()
+                        .map(|b| format!("{} {}", b.exchange, b.key))
+                        .collect(),
+                )
+            })
             .collect()
     }
 }
@@ -275,7 +303,10 @@ mod tests {
         let text = r#"{"exchanges":[],"queue_defaults":{},"retry":{"max_attempts":3,"tiers":[{"name":"1s","delay_ms":1000}]},
             "queues":[{"name":"q","bindings":[{"exchange":"nope","key":"k"}]}]}"#;
         let e = Topology::parse("t.json", text).unwrap_err().to_string();
-        assert!(e.contains("t.json") && e.contains("bindings[0].exchange") && e.contains("nope"), "{e}");
+        assert!(
+            e.contains("t.json") && e.contains("bindings[0].exchange") && e.contains("nope"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use stratus_contracts::config::Config;
 use stratus_contracts::names;
-use stratus_contracts::topology::{ExchangeKind as Kind, Queue, QueueArguments, QueueType, Topology};
+use stratus_contracts::topology::{
+    ExchangeKind as Kind, Queue, QueueArguments, QueueType, Topology,
+};
 
 /// The topology compiled into every binary, so that a function on Lambda
 /// needs no file beside it. `STRATUS_TOPOLOGY` may name another file (tests).
@@ -55,14 +57,21 @@ pub fn redacted_url(url: &str) -> String {
 /// Opens a connection that fails fast: for start-up checks and for consumers
 /// that rebuild themselves (with their topology) when the connection drops.
 pub async fn connect(config: &Config, connection_name: &str) -> Result<Connection, BrokerError> {
-    open(config, ConnectionProperties::default().with_connection_name(connection_name.into())).await
+    open(
+        config,
+        ConnectionProperties::default().with_connection_name(connection_name.into()),
+    )
+    .await
 }
 
 /// Opens a long-lived connection with lapin's automatic recovery: after a
 /// broker restart it reconnects and restores its channels. The TCP retries are
 /// bounded (about 10 s in all), so that a broker that stays down surfaces as
 /// an error instead of a hang.
-pub async fn connect_recovering(config: &Config, connection_name: &str) -> Result<Connection, BrokerError> {
+pub async fn connect_recovering(
+    config: &Config,
+    connection_name: &str,
+) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name.into())
         .configure_backoff(|b| {
@@ -75,11 +84,13 @@ pub async fn connect_recovering(config: &Config, connection_name: &str) -> Resul
 }
 
 async fn open(config: &Config, props: ConnectionProperties) -> Result<Connection, BrokerError> {
-    Connection::connect(&config.amqp_uri(), props).await.map_err(|source| BrokerError::Unreachable {
-        url: redacted_url(&config.amqp_url),
-        vhost: config.amqp_vhost.clone(),
-        source,
-    })
+    Connection::connect(&config.amqp_uri(), props)
+        .await
+        .map_err(|source| BrokerError::Unreachable {
+            url: redacted_url(&config.amqp_url),
+            vhost: config.amqp_vhost.clone(),
+            source,
+        })
 }
 
 /// The queue arguments, every one stated, so that RabbitMQ 3.10 and 4.x behave alike.
@@ -87,9 +98,15 @@ pub fn queue_arguments(args: &QueueArguments) -> FieldTable {
     let mut t = FieldTable::default();
     let s = |v: &str| AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()));
     let quorum = args.queue_type != Some(QueueType::Classic);
-    t.insert("x-queue-type".into(), s(if quorum { "quorum" } else { "classic" }));
+    t.insert(
+        "x-queue-type".into(),
+        s(if quorum { "quorum" } else { "classic" }),
+    );
     // An empty name means "no dead-letter exchange" (it would otherwise name the default exchange).
-    let dlx = args.dead_letter_exchange.as_deref().filter(|d| !d.is_empty());
+    let dlx = args
+        .dead_letter_exchange
+        .as_deref()
+        .filter(|d| !d.is_empty());
     if let Some(dlx) = dlx {
         t.insert("x-dead-letter-exchange".into(), s(dlx));
     }
@@ -121,22 +138,47 @@ fn exchange_kind(k: Kind) -> ExchangeKind {
 /// Declares every exchange, delay tier, queue and binding. Safe to repeat.
 /// A queue that exists with other arguments is reported by name (the broker
 /// closes the channel, so each declaration here uses a fresh one).
-pub async fn declare_topology(connection: &Connection, topology: &Topology) -> Result<(), BrokerError> {
+pub async fn declare_topology(
+    connection: &Connection,
+    topology: &Topology,
+) -> Result<(), BrokerError> {
     let channel = connection.create_channel().await?;
     for e in &topology.exchanges {
-        let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let opts = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         channel
-            .exchange_declare(e.name.as_str().into(), exchange_kind(e.kind), opts, FieldTable::default())
+            .exchange_declare(
+                e.name.as_str().into(),
+                exchange_kind(e.kind),
+                opts,
+                FieldTable::default(),
+            )
             .await
-            .map_err(|source| BrokerError::Declare { what: format!("exchange {}", e.name), source })?;
+            .map_err(|source| BrokerError::Declare {
+                what: format!("exchange {}", e.name),
+                source,
+            })?;
     }
     for tier in &topology.retry.tiers {
         let exchange = names::delay_exchange(&tier.name);
-        let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let opts = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         channel
-            .exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, opts, FieldTable::default())
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                opts,
+                FieldTable::default(),
+            )
             .await
-            .map_err(|source| BrokerError::Declare { what: format!("exchange {exchange}"), source })?;
+            .map_err(|source| BrokerError::Declare {
+                what: format!("exchange {exchange}"),
+                source,
+            })?;
         let args = QueueArguments {
             message_ttl_ms: Some(tier.delay_ms),
             dead_letter_exchange: Some(names::REQUEUE_EXCHANGE.to_string()),
@@ -146,7 +188,10 @@ pub async fn declare_topology(connection: &Connection, topology: &Topology) -> R
         let queue = Queue {
             name: names::delay_queue(&tier.name),
             arguments: args,
-            bindings: vec![stratus_contracts::topology::Binding { exchange, key: String::new() }],
+            bindings: vec![stratus_contracts::topology::Binding {
+                exchange,
+                key: String::new(),
+            }],
             retries: false,
         };
         declare_queue(connection, topology, &queue).await?;
@@ -158,10 +203,17 @@ pub async fn declare_topology(connection: &Connection, topology: &Topology) -> R
 }
 
 /// Declares one queue with its bindings (and its requeue binding for retries).
-pub async fn declare_queue(connection: &Connection, topology: &Topology, queue: &Queue) -> Result<(), BrokerError> {
+pub async fn declare_queue(
+    connection: &Connection,
+    topology: &Topology,
+    queue: &Queue,
+) -> Result<(), BrokerError> {
     let channel: Channel = connection.create_channel().await?;
     let args = topology.arguments_of(queue);
-    let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     channel
         .queue_declare(queue.name.as_str().into(), opts, queue_arguments(&args))
         .await
@@ -172,7 +224,11 @@ pub async fn declare_queue(connection: &Connection, topology: &Topology, queue: 
             ),
             source,
         })?;
-    let mut bindings: Vec<(String, String)> = queue.bindings.iter().map(|b| (b.exchange.clone(), b.key.clone())).collect();
+    let mut bindings: Vec<(String, String)> = queue
+        .bindings
+        .iter()
+        .map(|b| (b.exchange.clone(), b.key.clone()))
+        .collect();
     if queue.retries {
         bindings.push((names::REQUEUE_EXCHANGE.to_string(), queue.name.clone()));
     }
@@ -186,7 +242,10 @@ pub async fn declare_queue(connection: &Connection, topology: &Topology, queue: 
                 FieldTable::default(),
             )
             .await
-            .map_err(|source| BrokerError::Declare { what: format!("binding {} to {exchange} ({key})", queue.name), source })?;
+            .map_err(|source| BrokerError::Declare {
+                what: format!("binding {} to {exchange} ({key})", queue.name),
+                source,
+            })?;
     }
     let _ = channel.close(200, "declared".into()).await;
     Ok(())
@@ -204,19 +263,36 @@ mod tests {
 
     #[test]
     fn passwords_are_hidden() {
-        assert_eq!(redacted_url("amqp://guest:secret@127.0.0.1:5672"), "amqp://guest:***@127.0.0.1:5672");
+        assert_eq!(
+            redacted_url("amqp://guest:secret@127.0.0.1:5672"),
+            "amqp://guest:***@127.0.0.1:5672"
+        );
         assert_eq!(redacted_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
     }
 
     #[test]
     fn quorum_arguments_are_explicit() {
         let t = Topology::parse("builtin", BUILTIN_TOPOLOGY).unwrap();
-        let q = t.queues.iter().find(|q| q.name == "stratus.fn.diag").unwrap();
+        let q = t
+            .queues
+            .iter()
+            .find(|q| q.name == "stratus.fn.diag")
+            .unwrap();
         let table = queue_arguments(&t.arguments_of(q));
-        for key in ["x-queue-type", "x-delivery-limit", "x-dead-letter-exchange", "x-dead-letter-strategy", "x-overflow"] {
+        for key in [
+            "x-queue-type",
+            "x-delivery-limit",
+            "x-dead-letter-exchange",
+            "x-dead-letter-strategy",
+            "x-overflow",
+        ] {
             assert!(table.contains_key(key), "{key}");
         }
-        let classic = queue_arguments(&QueueArguments { queue_type: Some(QueueType::Classic), delivery_limit: Some(3), ..Default::default() });
+        let classic = queue_arguments(&QueueArguments {
+            queue_type: Some(QueueType::Classic),
+            delivery_limit: Some(3),
+            ..Default::default()
+        });
         assert!(!classic.contains_key("x-delivery-limit"));
     }
 }

@@ -130,8 +130,14 @@ impl Envelope {
             headers.insert(HEADER_JOB_ID.into(), long_string(j));
         }
         headers.insert(HEADER_TRACEPARENT.into(), long_string(&self.traceparent));
-        headers.insert(HEADER_ATTEMPT.into(), AMQPValue::LongInt(self.attempt as i32));
-        headers.insert(HEADER_CREATED_AT_MS.into(), AMQPValue::LongLongInt(self.created_at.timestamp_millis()));
+        headers.insert(
+            HEADER_ATTEMPT.into(),
+            AMQPValue::LongInt(self.attempt as i32),
+        );
+        headers.insert(
+            HEADER_CREATED_AT_MS.into(),
+            AMQPValue::LongLongInt(self.created_at.timestamp_millis()),
+        );
         BasicProperties::default()
             .with_message_id(ShortString::from(self.message_id.to_string()))
             .with_type(ShortString::from(self.message_type.clone()))
@@ -146,19 +152,33 @@ impl Envelope {
     /// Reads an envelope from a message of an `aws:rmq` event.
     pub fn from_rmq(message: &RmqMessage) -> Result<Self, DecodeError> {
         let p = &message.basic_properties;
-        let id = p.message_id.as_deref().ok_or(DecodeError::MissingMessageId)?;
-        let message_id = Uuid::parse_str(id).map_err(|_| DecodeError::BadMessageId(id.to_string()))?;
-        let message_type = p.type_.clone().filter(|t| !t.is_empty()).ok_or(DecodeError::MissingType)?;
-        let body = message.body().map_err(|e| DecodeError::BadBase64(e.to_string()))?;
+        let id = p
+            .message_id
+            .as_deref()
+            .ok_or(DecodeError::MissingMessageId)?;
+        let message_id =
+            Uuid::parse_str(id).map_err(|_| DecodeError::BadMessageId(id.to_string()))?;
+        let message_type = p
+            .type_
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or(DecodeError::MissingType)?;
+        let body = message
+            .body()
+            .map_err(|e| DecodeError::BadBase64(e.to_string()))?;
         let header_str = |name: &'static str| -> Result<Option<String>, DecodeError> {
             match p.header(name) {
                 None | Some(rmq_event::HeaderValue::Json(serde_json::Value::Null)) => Ok(None),
-                Some(v) => rmq_event::header_string(v).map(Some).ok_or(DecodeError::BadHeader(name)),
+                Some(v) => rmq_event::header_string(v)
+                    .map(Some)
+                    .ok_or(DecodeError::BadHeader(name)),
             }
         };
         let causation_id = match header_str(HEADER_CAUSATION_ID)? {
             None => None,
-            Some(c) => Some(Uuid::parse_str(&c).map_err(|_| DecodeError::BadHeader(HEADER_CAUSATION_ID))?),
+            Some(c) => {
+                Some(Uuid::parse_str(&c).map_err(|_| DecodeError::BadHeader(HEADER_CAUSATION_ID))?)
+            }
         };
         let attempt = match p.header(HEADER_ATTEMPT) {
             None => 1,
@@ -171,12 +191,19 @@ impl Envelope {
             .header(HEADER_CREATED_AT_MS)
             .and_then(|v| v.as_i64())
             .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-            .or_else(|| p.timestamp.as_deref().and_then(rmq_event::parse_java_timestamp))
+            .or_else(|| {
+                p.timestamp
+                    .as_deref()
+                    .and_then(rmq_event::parse_java_timestamp)
+            })
             .unwrap_or_else(now_millis);
         Ok(Self {
             message_id,
             message_type,
-            correlation_id: p.correlation_id.clone().unwrap_or_else(|| message_id.to_string()),
+            correlation_id: p
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| message_id.to_string()),
             causation_id,
             job_id: header_str(HEADER_JOB_ID)?,
             traceparent: header_str(HEADER_TRACEPARENT)?
@@ -190,7 +217,10 @@ impl Envelope {
 }
 
 pub fn derived_id(causation: Uuid, step: &str) -> Uuid {
-    Uuid::new_v5(&DERIVED_ID_NAMESPACE, format!("{causation}/{step}").as_bytes())
+    Uuid::new_v5(
+        &DERIVED_ID_NAMESPACE,
+        format!("{causation}/{step}").as_bytes(),
+    )
 }
 
 fn long_string(s: &str) -> AMQPValue {
@@ -198,7 +228,9 @@ fn long_string(s: &str) -> AMQPValue {
 }
 
 fn now_millis() -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(Utc::now().timestamp_millis()).single().expect("now is a valid time")
+    Utc.timestamp_millis_opt(Utc::now().timestamp_millis())
+        .single()
+        .expect("now is a valid time")
 }
 
 fn new_traceparent() -> String {
@@ -209,7 +241,10 @@ fn new_traceparent() -> String {
 
 /// The same trace, with a span id that depends only on the message id.
 fn child_traceparent(parent: &str, message_id: Uuid) -> String {
-    let trace = parent.split('-').nth(1).unwrap_or("00000000000000000000000000000001");
+    let trace = parent
+        .split('-')
+        .nth(1)
+        .unwrap_or("00000000000000000000000000000001");
     let span = u64::from_be_bytes(message_id.as_bytes()[8..16].try_into().expect("8 bytes")) | 1;
     format!("00-{trace}-{span:016x}-01")
 }
@@ -221,7 +256,10 @@ fn is_valid_traceparent(t: &str) -> bool {
         && parts[1].len() == 32
         && parts[2].len() == 16
         && parts[3].len() == 2
-        && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+        && parts.iter().all(|p| {
+            p.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        })
         && parts[1] != "00000000000000000000000000000000"
         && parts[2] != "0000000000000000"
 }
@@ -233,10 +271,32 @@ mod tests {
 
     #[test]
     fn derived_ids_are_deterministic() {
-        let parent = Envelope::new(diag::ECHO, &diag::Echo { text: "hi".into() }).with_job_id("job-1");
-        let a = parent.derive("reply", diag::ECHOED, &diag::Echoed { text: "hi".into(), in_reply_to: String::new() });
-        let b = parent.derive("reply", diag::ECHOED, &diag::Echoed { text: "hi".into(), in_reply_to: String::new() });
-        let c = parent.derive("other", diag::ECHOED, &diag::Echoed { text: "hi".into(), in_reply_to: String::new() });
+        let parent =
+            Envelope::new(diag::ECHO, &diag::Echo { text: "hi".into() }).with_job_id("job-1");
+        let a = parent.derive(
+            "reply",
+            diag::ECHOED,
+            &diag::Echoed {
+                text: "hi".into(),
+                in_reply_to: String::new(),
+            },
+        );
+        let b = parent.derive(
+            "reply",
+            diag::ECHOED,
+            &diag::Echoed {
+                text: "hi".into(),
+                in_reply_to: String::new(),
+            },
+        );
+        let c = parent.derive(
+            "other",
+            diag::ECHOED,
+            &diag::Echoed {
+                text: "hi".into(),
+                in_reply_to: String::new(),
+            },
+        );
         assert_eq!(a.message_id, b.message_id);
         assert_eq!(a.traceparent, b.traceparent);
         assert_ne!(a.message_id, c.message_id);
@@ -249,9 +309,20 @@ mod tests {
 
     #[test]
     fn envelope_survives_amqp_and_the_aws_rendering() {
-        let original = Envelope::new(diag::ECHO, &diag::Echo { text: "grüße".into() })
-            .with_job_id("7c1e7d3a-0000-4000-8000-000000000001")
-            .derive("step-1", diag::ECHO, &diag::Echo { text: "grüße".into() });
+        let original = Envelope::new(
+            diag::ECHO,
+            &diag::Echo {
+                text: "grüße".into(),
+            },
+        )
+        .with_job_id("7c1e7d3a-0000-4000-8000-000000000001")
+        .derive(
+            "step-1",
+            diag::ECHO,
+            &diag::Echo {
+                text: "grüße".into(),
+            },
+        );
         let mut original = original;
         original.attempt = 3;
         let props = original.to_properties();
@@ -266,7 +337,10 @@ mod tests {
         let env = Envelope::new(diag::NOOP, &diag::Noop {});
         let props = env.to_properties().with_message_id("not-a-uuid".into());
         let m = rmq_event::render_message(&props, &env.body, false);
-        assert_eq!(Envelope::from_rmq(&m), Err(DecodeError::BadMessageId("not-a-uuid".into())));
+        assert_eq!(
+            Envelope::from_rmq(&m),
+            Err(DecodeError::BadMessageId("not-a-uuid".into()))
+        );
         let m = rmq_event::render_message(&BasicProperties::default(), b"{}", false);
         assert_eq!(Envelope::from_rmq(&m), Err(DecodeError::MissingMessageId));
     }

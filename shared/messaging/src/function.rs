@@ -26,7 +26,9 @@ pub async fn run(name: &str, handlers: Handlers) -> Result<(), lambda_runtime::E
     lambda_runtime::run(service_fn(move |event: LambdaEvent<RmqEvent>| {
         let harness = harness.clone();
         async move {
-            let report: BatchReport = harness.handle_event(&event.payload, &event.context.request_id).await?;
+            let report: BatchReport = harness
+                .handle_event(&event.payload, &event.context.request_id)
+                .await?;
             Ok::<BatchReport, lambda_runtime::Error>(report)
         }
     }))

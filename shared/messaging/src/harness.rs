@@ -84,19 +84,29 @@ impl Handlers {
 
     /// Runs the handler for one envelope, outside any transport (tests use this).
     pub async fn call(&self, env: Envelope) -> Result<Effects, HandlerError> {
-        let handler = self
-            .map
-            .get(&env.message_type)
-            .ok_or_else(|| HandlerError::Permanent(format!("no handler for message type {:?}", env.message_type)))?;
-        handler(env).map_err(|e| HandlerError::Permanent(e.to_string()))?.await
+        let handler = self.map.get(&env.message_type).ok_or_else(|| {
+            HandlerError::Permanent(format!(
+                "no handler for message type {:?}",
+                env.message_type
+            ))
+        })?;
+        handler(env)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?
+            .await
     }
 }
 
 /// A result message for the exchange its type belongs to.
 pub fn emit<T: Serialize>(cause: &Envelope, step: &str, message_type: &str, body: &T) -> Outgoing {
     let kind = stratus_contracts::message_types::lookup(message_type).map(|t| t.kind);
-    let exchange = kind.map(|k| k.exchange()).unwrap_or(names::COMMANDS_EXCHANGE);
-    Outgoing::envelope(exchange, message_type, &cause.derive(step, message_type, body))
+    let exchange = kind
+        .map(|k| k.exchange())
+        .unwrap_or(names::COMMANDS_EXCHANGE);
+    Outgoing::envelope(
+        exchange,
+        message_type,
+        &cause.derive(step, message_type, body),
+    )
 }
 
 /// What became of one message.
@@ -117,7 +127,9 @@ pub struct BatchReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the broker did not take {failed} of {total} messages' results, retries or parked copies: {first}")]
+#[error(
+    "the broker did not take {failed} of {total} messages' results, retries or parked copies: {first}"
+)]
 pub struct BatchError {
     pub failed: usize,
     pub total: usize,
@@ -138,7 +150,11 @@ struct Item<'a> {
 
 impl Harness {
     pub fn new(handlers: Handlers, publisher: Publisher) -> Self {
-        Self { handlers, publisher, concurrency: 16 }
+        Self {
+            handlers,
+            publisher,
+            concurrency: 16,
+        }
     }
 
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
@@ -147,7 +163,11 @@ impl Harness {
     }
 
     /// Handles one `aws:rmq` batch.
-    pub async fn handle_event(&self, event: &RmqEvent, request_id: &str) -> Result<BatchReport, BatchError> {
+    pub async fn handle_event(
+        &self,
+        event: &RmqEvent,
+        request_id: &str,
+    ) -> Result<BatchReport, BatchError> {
         // Group by job id (or, without one, by message), keeping arrival order.
         let mut groups: Vec<Vec<Item<'_>>> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -171,7 +191,10 @@ impl Harness {
             .map(|group| async move {
                 let mut out = Vec::with_capacity(group.len());
                 for item in group {
-                    out.push(self.handle_message(item.queue, item.message, request_id).await);
+                    out.push(
+                        self.handle_message(item.queue, item.message, request_id)
+                            .await,
+                    );
                 }
                 out
             })
@@ -190,18 +213,30 @@ impl Harness {
         }
         if let Some(first) = failures.into_iter().next() {
             let failed = total - report.handled - report.retried - report.parked;
-            return Err(BatchError { failed, total, first });
+            return Err(BatchError {
+                failed,
+                total,
+                first,
+            });
         }
         Ok(report)
     }
 
-    async fn handle_message(&self, queue: &str, message: &RmqMessage, request_id: &str) -> Result<Outcome, PublishError> {
+    async fn handle_message(
+        &self,
+        queue: &str,
+        message: &RmqMessage,
+        request_id: &str,
+    ) -> Result<Outcome, PublishError> {
         let env = match Envelope::from_rmq(message) {
             Ok(env) => env,
             Err(e) => {
                 let span = tracing::info_span!("message", request_id, queue, message_id = ?message.basic_properties.message_id);
                 let reason = format!("undecodable: {e}");
-                return self.park_raw(queue, message, &reason).instrument(span).await;
+                return self
+                    .park_raw(queue, message, &reason)
+                    .instrument(span)
+                    .await;
             }
         };
         let span = tracing::info_span!(
@@ -214,12 +249,23 @@ impl Harness {
             trace_id = env.trace_id(),
             attempt = env.attempt,
         );
-        self.handle_envelope(queue, message, env).instrument(span).await
+        self.handle_envelope(queue, message, env)
+            .instrument(span)
+            .await
     }
 
-    async fn handle_envelope(&self, queue: &str, message: &RmqMessage, env: Envelope) -> Result<Outcome, PublishError> {
+    async fn handle_envelope(
+        &self,
+        queue: &str,
+        message: &RmqMessage,
+        env: Envelope,
+    ) -> Result<Outcome, PublishError> {
         let topology = self.publisher.topology();
-        if let Some(count) = message.basic_properties.header(HEADER_DELIVERY_COUNT).and_then(|v| v.as_u64()) {
+        if let Some(count) = message
+            .basic_properties
+            .header(HEADER_DELIVERY_COUNT)
+            .and_then(|v| v.as_u64())
+        {
             let limit = topology
                 .queues
                 .iter()
@@ -227,15 +273,36 @@ impl Harness {
                 .and_then(|q| topology.arguments_of(q).delivery_limit)
                 .or(topology.queue_defaults.delivery_limit);
             if let Some(limit) = limit.filter(|l| count > *l as u64) {
-                return self.park(queue, &env, &format!("delivery count {count} is over the queue's limit of {limit}")).await;
+                return self
+                    .park(
+                        queue,
+                        &env,
+                        &format!("delivery count {count} is over the queue's limit of {limit}"),
+                    )
+                    .await;
             }
         }
         let max_attempts = topology.retry.max_attempts;
         if env.attempt > max_attempts {
-            return self.park(queue, &env, &format!("attempt {} is over the limit of {max_attempts}", env.attempt)).await;
+            return self
+                .park(
+                    queue,
+                    &env,
+                    &format!(
+                        "attempt {} is over the limit of {max_attempts}",
+                        env.attempt
+                    ),
+                )
+                .await;
         }
         if !self.handlers.map.contains_key(&env.message_type) {
-            return self.park(queue, &env, &format!("unknown message type {:?}", env.message_type)).await;
+            return self
+                .park(
+                    queue,
+                    &env,
+                    &format!("unknown message type {:?}", env.message_type),
+                )
+                .await;
         }
         tracing::debug!("handler entered");
         match self.handlers.call(env.clone()).await {
@@ -249,7 +316,12 @@ impl Harness {
             },
             Err(HandlerError::Permanent(reason)) => self.park(queue, &env, &reason).await,
             Err(HandlerError::Transient(reason)) if env.attempt >= max_attempts => {
-                self.park(queue, &env, &format!("attempts exhausted ({max_attempts}); last error: {reason}")).await
+                self.park(
+                    queue,
+                    &env,
+                    &format!("attempts exhausted ({max_attempts}); last error: {reason}"),
+                )
+                .await
             }
             Err(HandlerError::Transient(reason)) => {
                 let next = env.attempt + 1;
@@ -259,34 +331,67 @@ impl Harness {
                 let out = Outgoing::envelope(&names::delay_exchange(&tier.name), queue, &retry);
                 self.publisher.publish(out).await?;
                 tracing::warn!(reason = %reason, next_attempt = next, tier = %tier.name, "transient failure; retry scheduled");
-                Ok(Outcome::Retried { attempt: next, tier: tier.name })
+                Ok(Outcome::Retried {
+                    attempt: next,
+                    tier: tier.name,
+                })
             }
         }
     }
 
-    async fn park(&self, queue: &str, env: &Envelope, reason: &str) -> Result<Outcome, PublishError> {
+    async fn park(
+        &self,
+        queue: &str,
+        env: &Envelope,
+        reason: &str,
+    ) -> Result<Outcome, PublishError> {
         let props = with_parking_headers(env.to_properties(), queue, reason);
         self.publish_parked(props, env.body.clone(), reason).await
     }
 
-    async fn park_raw(&self, queue: &str, message: &RmqMessage, reason: &str) -> Result<Outcome, PublishError> {
+    async fn park_raw(
+        &self,
+        queue: &str,
+        message: &RmqMessage,
+        reason: &str,
+    ) -> Result<Outcome, PublishError> {
         let props = with_parking_headers(properties_from_rmq(message), queue, reason);
-        let body = message.body().unwrap_or_else(|_| message.data.clone().unwrap_or_default().into_bytes());
+        let body = message
+            .body()
+            .unwrap_or_else(|_| message.data.clone().unwrap_or_default().into_bytes());
         self.publish_parked(props, body, reason).await
     }
 
-    async fn publish_parked(&self, properties: BasicProperties, body: Vec<u8>, reason: &str) -> Result<Outcome, PublishError> {
-        let out = Outgoing { exchange: names::PARKING_EXCHANGE.to_string(), routing_key: String::new(), properties, body };
+    async fn publish_parked(
+        &self,
+        properties: BasicProperties,
+        body: Vec<u8>,
+        reason: &str,
+    ) -> Result<Outcome, PublishError> {
+        let out = Outgoing {
+            exchange: names::PARKING_EXCHANGE.to_string(),
+            routing_key: String::new(),
+            properties,
+            body,
+        };
         self.publisher.publish(out).await?;
         tracing::error!(reason, "message parked");
-        Ok(Outcome::Parked { reason: reason.to_string() })
+        Ok(Outcome::Parked {
+            reason: reason.to_string(),
+        })
     }
 }
 
 fn with_parking_headers(props: BasicProperties, queue: &str, reason: &str) -> BasicProperties {
     let mut headers = props.headers().clone().unwrap_or_default();
-    headers.insert(names::HEADER_PARKED_REASON.into(), AMQPValue::LongString(LongString::from(reason.as_bytes().to_vec())));
-    headers.insert(names::HEADER_PARKED_FROM.into(), AMQPValue::LongString(LongString::from(queue.as_bytes().to_vec())));
+    headers.insert(
+        names::HEADER_PARKED_REASON.into(),
+        AMQPValue::LongString(LongString::from(reason.as_bytes().to_vec())),
+    );
+    headers.insert(
+        names::HEADER_PARKED_FROM.into(),
+        AMQPValue::LongString(LongString::from(queue.as_bytes().to_vec())),
+    );
     props.with_headers(headers).with_delivery_mode(2)
 }
 
@@ -310,7 +415,9 @@ pub fn properties_from_rmq(message: &RmqMessage) -> BasicProperties {
         let mut table = FieldTable::default();
         for (k, v) in h {
             let value = match v {
-                crate::rmq_event::HeaderValue::Bytes(b) => AMQPValue::LongString(LongString::from(b.clone())),
+                crate::rmq_event::HeaderValue::Bytes(b) => {
+                    AMQPValue::LongString(LongString::from(b.clone()))
+                }
                 crate::rmq_event::HeaderValue::Json(v) => json_to_amqp(v),
             };
             table.insert(k.as_str().into(), value);
@@ -330,9 +437,16 @@ fn json_to_amqp(v: &serde_json::Value) -> AMQPValue {
             None => AMQPValue::Double(n.as_f64().unwrap_or_default()),
         },
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_bytes().to_vec())),
-        Value::Array(a) => AMQPValue::FieldArray(a.iter().map(json_to_amqp).collect::<Vec<_>>().into()),
-        Value::Object(o) => match o.get("bytes").and_then(|_| serde_json::from_value::<crate::rmq_event::HeaderValue>(v.clone()).ok()) {
-            Some(crate::rmq_event::HeaderValue::Bytes(b)) => AMQPValue::LongString(LongString::from(b)),
+        Value::Array(a) => {
+            AMQPValue::FieldArray(a.iter().map(json_to_amqp).collect::<Vec<_>>().into())
+        }
+        Value::Object(o) => match o
+            .get("bytes")
+            .and_then(|_| serde_json::from_value::<crate::rmq_event::HeaderValue>(v.clone()).ok())
+        {
+            Some(crate::rmq_event::HeaderValue::Bytes(b)) => {
+                AMQPValue::LongString(LongString::from(b))
+            }
             _ => {
                 let mut t = FieldTable::default();
                 for (k, v) in o {
@@ -351,22 +465,39 @@ mod tests {
 
     #[tokio::test]
     async fn handlers_run_without_transport() {
-        let handlers = Handlers::new().on(diag::ECHO, |env: Envelope, body: diag::Echo| async move {
-            Ok(vec![emit(&env, "reply", diag::ECHOED, &diag::Echoed { text: body.text, in_reply_to: env.message_id.to_string() })])
-        });
+        let handlers =
+            Handlers::new().on(diag::ECHO, |env: Envelope, body: diag::Echo| async move {
+                Ok(vec![emit(
+                    &env,
+                    "reply",
+                    diag::ECHOED,
+                    &diag::Echoed {
+                        text: body.text,
+                        in_reply_to: env.message_id.to_string(),
+                    },
+                )])
+            });
         let env = Envelope::new(diag::ECHO, &diag::Echo { text: "hi".into() });
         let out = handlers.call(env.clone()).await.unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].exchange, names::INTERNAL_EVENTS_EXCHANGE);
         assert_eq!(out[0].routing_key, diag::ECHOED);
         let again = handlers.call(env.clone()).await.unwrap();
-        assert_eq!(out[0].properties.message_id(), again[0].properties.message_id());
+        assert_eq!(
+            out[0].properties.message_id(),
+            again[0].properties.message_id()
+        );
 
         let mut bad = env.clone();
         bad.body = b"{\"txt\":1}".to_vec();
-        assert!(matches!(handlers.call(bad).await, Err(HandlerError::Permanent(m)) if m.contains("diag.echo")));
+        assert!(
+            matches!(handlers.call(bad).await, Err(HandlerError::Permanent(m)) if m.contains("diag.echo"))
+        );
         let unknown = Envelope::new(diag::NOOP, &diag::Noop {});
-        assert!(matches!(handlers.call(unknown).await, Err(HandlerError::Permanent(_))));
+        assert!(matches!(
+            handlers.call(unknown).await,
+            Err(HandlerError::Permanent(_))
+        ));
     }
 
     #[tokio::test]
@@ -385,7 +516,9 @@ mod tests {
                     most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
                     // Later messages of a job sleep less: without ordering they would finish first.
                     tokio::time::sleep(Duration::from_millis(body.millis)).await;
-                    log.lock().unwrap().push((env.job_id.clone().unwrap(), body.millis));
+                    log.lock()
+                        .unwrap()
+                        .push((env.job_id.clone().unwrap(), body.millis));
                     running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     Ok(Effects::new())
                 }
@@ -393,21 +526,51 @@ mod tests {
         });
         let config = stratus_contracts::config::Config::from_lookup(|_| None).unwrap();
         let topology = crate::broker::topology(&config).unwrap();
-        let harness = Harness::new(handlers, Publisher::new(config, Arc::new(topology), "test")).with_concurrency(4);
+        let harness = Harness::new(handlers, Publisher::new(config, Arc::new(topology), "test"))
+            .with_concurrency(4);
         let mut messages = Vec::new();
         for step in 0..3u64 {
             for job in ["a", "b", "c", "d"] {
-                let env = Envelope::new(diag::SLEEP, &diag::Sleep { millis: 30 - step * 10 }).with_job_id(job);
-                messages.push(crate::rmq_event::render_message(&env.to_properties(), &env.body, false));
+                let env = Envelope::new(
+                    diag::SLEEP,
+                    &diag::Sleep {
+                        millis: 30 - step * 10,
+                    },
+                )
+                .with_job_id(job);
+                messages.push(crate::rmq_event::render_message(
+                    &env.to_properties(),
+                    &env.body,
+                    false,
+                ));
             }
         }
-        let event = RmqEvent { messages_by_queue: [("stratus.fn.diag::/".to_string(), messages)].into_iter().collect(), ..Default::default() };
+        let event = RmqEvent {
+            messages_by_queue: [("stratus.fn.diag::/".to_string(), messages)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
         let report = harness.handle_event(&event, "req-1").await.unwrap();
-        assert_eq!(report, BatchReport { handled: 12, retried: 0, parked: 0 });
-        assert!(most.load(std::sync::atomic::Ordering::SeqCst) > 1, "jobs ran one at a time");
+        assert_eq!(
+            report,
+            BatchReport {
+                handled: 12,
+                retried: 0,
+                parked: 0
+            }
+        );
+        assert!(
+            most.load(std::sync::atomic::Ordering::SeqCst) > 1,
+            "jobs ran one at a time"
+        );
         let log = log.lock().unwrap();
         for job in ["a", "b", "c", "d"] {
-            let order: Vec<u64> = log.iter().filter(|(j, _)| j == job).map(|(_, m)| *m).collect();
+            let order: Vec<u64> = log
+                .iter()
+                .filter(|(j, _)| j == job)
+                .map(|(_, m)| *m)
+                .collect();
             assert_eq!(order, vec![30, 20, 10], "job {job} ran out of order");
         }
     }
@@ -421,7 +584,10 @@ mod tests {
         let decoded = Envelope::from_rmq(&back).unwrap();
         assert_eq!(decoded.message_id, env.message_id);
         assert_eq!(decoded.job_id.as_deref(), Some("j1"));
-        let reason = back.basic_properties.header(names::HEADER_PARKED_REASON).and_then(crate::rmq_event::header_string);
+        let reason = back
+            .basic_properties
+            .header(names::HEADER_PARKED_REASON)
+            .and_then(crate::rmq_event::header_string);
         assert_eq!(reason.as_deref(), Some("because"));
     }
 }

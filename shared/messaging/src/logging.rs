@@ -6,7 +6,8 @@ use tracing_subscriber::EnvFilter;
 /// Initialises JSON logging to stderr; `RUST_LOG` filters (default `info`).
 /// Safe to call more than once.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

@@ -26,7 +26,10 @@ pub enum PublishError {
         reply_text: String,
     },
     #[error("the broker refused (nack) {exchange} {routing_key}")]
-    Nacked { exchange: String, routing_key: String },
+    Nacked {
+        exchange: String,
+        routing_key: String,
+    },
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("broker: {0}")]
@@ -76,7 +79,12 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(config: Config, topology: Arc<Topology>, name: &str) -> Self {
-        Self { config, topology, name: name.to_string(), link: Mutex::new(None) }
+        Self {
+            config,
+            topology,
+            name: name.to_string(),
+            link: Mutex::new(None),
+        }
     }
 
     pub fn topology(&self) -> &Topology {
@@ -86,8 +94,13 @@ impl Publisher {
     async fn open(&self) -> Result<Link, BrokerError> {
         let connection = broker::connect_recovering(&self.config, &self.name).await?;
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Link { connection, channel })
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Link {
+            connection,
+            channel,
+        })
     }
 
     /// Publishes every message and waits for all confirms, in windows of
@@ -98,7 +111,9 @@ impl Publisher {
         }
         let mut guard = self.link.lock().await;
         for round in 0..2 {
-            let usable = guard.as_ref().is_some_and(|l| l.connection.status().connected() && l.channel.status().connected());
+            let usable = guard.as_ref().is_some_and(|l| {
+                l.connection.status().connected() && l.channel.status().connected()
+            });
             if !usable {
                 *guard = Some(self.open().await?);
             }
@@ -128,7 +143,11 @@ impl Publisher {
 }
 
 /// Publishes on a channel already in confirm mode.
-pub async fn publish_on(channel: &Channel, topology: &Topology, messages: &[Outgoing]) -> Result<(), PublishError> {
+pub async fn publish_on(
+    channel: &Channel,
+    topology: &Topology,
+    messages: &[Outgoing],
+) -> Result<(), PublishError> {
     for window in messages.chunks(CONFIRM_WINDOW) {
         let mut pending = Vec::with_capacity(window.len());
         for m in window {
@@ -137,7 +156,10 @@ pub async fn publish_on(channel: &Channel, topology: &Topology, messages: &[Outg
                 .basic_publish(
                     m.exchange.as_str().into(),
                     m.routing_key.as_str().into(),
-                    BasicPublishOptions { mandatory, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory,
+                        ..Default::default()
+                    },
                     &m.body,
                     m.properties.clone(),
                 )
@@ -156,7 +178,10 @@ pub async fn publish_on(channel: &Channel, topology: &Topology, messages: &[Outg
                     });
                 }
                 Confirmation::Nack(None) => {
-                    return Err(PublishError::Nacked { exchange: m.exchange.clone(), routing_key: m.routing_key.clone() });
+                    return Err(PublishError::Nacked {
+                        exchange: m.exchange.clone(),
+                        routing_key: m.routing_key.clone(),
+                    });
                 }
                 Confirmation::NotRequested => unreachable!("the channel is in confirm mode"),
             }

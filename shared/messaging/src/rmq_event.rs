@@ -107,7 +107,10 @@ impl Serialize for HeaderValue {
             HeaderValue::Bytes(b) => {
                 struct Signed<'a>(&'a [u8]);
                 impl Serialize for Signed<'_> {
-                    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                    fn serialize<S: serde::Serializer>(
+                        &self,
+                        serializer: S,
+                    ) -> Result<S::Ok, S::Error> {
                         serializer.collect_seq(self.0.iter().map(|b| *b as i8))
                     }
                 }
@@ -152,17 +155,26 @@ impl<'de> Deserialize<'de> for HeaderValue {
             fn visit_none<E>(self) -> Result<HeaderValue, E> {
                 Ok(HeaderValue::Json(Value::Null))
             }
-            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<HeaderValue, D::Error> {
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<HeaderValue, D::Error> {
                 HeaderValue::deserialize(d)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HeaderValue, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<HeaderValue, A::Error> {
                 let mut items = Vec::new();
                 while let Some(v) = seq.next_element::<Value>()? {
                     items.push(v);
                 }
                 Ok(HeaderValue::Json(Value::Array(items)))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<HeaderValue, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<HeaderValue, A::Error> {
                 let mut bytes: Option<Result<Vec<u8>, Value>> = None;
                 let mut rest = Map::new();
                 while let Some(key) = map.next_key::<String>()? {
@@ -175,7 +187,11 @@ impl<'de> Deserialize<'de> for HeaderValue {
                 match bytes {
                     Some(Ok(b)) if rest.is_empty() => Ok(HeaderValue::Bytes(b)),
                     Some(b) => {
-                        rest.insert("bytes".into(), b.map(|b| java_bytes(&b)["bytes"].take()).unwrap_or_else(|v| v));
+                        rest.insert(
+                            "bytes".into(),
+                            b.map(|b| java_bytes(&b)["bytes"].take())
+                                .unwrap_or_else(|v| v),
+                        );
                         Ok(HeaderValue::Json(Value::Object(rest)))
                     }
                     None => Ok(HeaderValue::Json(Value::Object(rest))),
@@ -193,7 +209,13 @@ impl<'de> Deserialize<'de> for JavaBytes {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let v = Value::deserialize(deserializer)?;
         let bytes = v.as_array().and_then(|a| {
-            a.iter().map(|b| b.as_i64().filter(|b| (-128..=255).contains(b)).map(|b| b as u8)).collect::<Option<Vec<u8>>>()
+            a.iter()
+                .map(|b| {
+                    b.as_i64()
+                        .filter(|b| (-128..=255).contains(b))
+                        .map(|b| b as u8)
+                })
+                .collect::<Option<Vec<u8>>>()
         });
         Ok(JavaBytes(bytes.ok_or(v)))
     }
@@ -240,7 +262,11 @@ fn json_string(value: &Value) -> Option<String> {
             let bytes = o.get("bytes")?.as_array()?;
             let bytes: Option<Vec<u8>> = bytes
                 .iter()
-                .map(|b| b.as_i64().filter(|b| (-128..=255).contains(b)).map(|b| b as u8))
+                .map(|b| {
+                    b.as_i64()
+                        .filter(|b| (-128..=255).contains(b))
+                        .map(|b| b as u8)
+                })
                 .collect();
             String::from_utf8(bytes?).ok()
         }
@@ -252,7 +278,9 @@ fn json_string(value: &Value) -> Option<String> {
 /// e.g. `Jan 1, 1970, 12:33:41 AM`.
 pub fn format_java_timestamp(t: DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let (pm, hour) = t.hour12();
     format!(
         "{} {}, {}, {}:{:02}:{:02} {}",
@@ -270,7 +298,9 @@ pub fn format_java_timestamp(t: DateTime<Utc>) -> String {
 pub fn parse_java_timestamp(s: &str) -> Option<DateTime<Utc>> {
     // Newer JDKs put a narrow no-break space before AM/PM.
     let s = s.replace('\u{202f}', " ");
-    NaiveDateTime::parse_from_str(&s, "%b %d, %Y, %I:%M:%S %p").ok().map(|n| Utc.from_utc_datetime(&n))
+    NaiveDateTime::parse_from_str(&s, "%b %d, %Y, %I:%M:%S %p")
+        .ok()
+        .map(|n| Utc.from_utc_datetime(&n))
 }
 
 /// Renders an AMQP value as AWS's poller does (Java's Gson view of the AMQP table).
@@ -306,7 +336,11 @@ fn java_bytes(bytes: &[u8]) -> Value {
 }
 
 pub fn table_to_json(table: &FieldTable) -> Map<String, Value> {
-    table.inner().iter().map(|(k, v)| (k.to_string(), amqp_to_json(v))).collect()
+    table
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.to_string(), amqp_to_json(v)))
+        .collect()
 }
 
 /// A message's headers as AWS renders them.
@@ -360,7 +394,10 @@ mod tests {
     use super::*;
 
     fn upstream_fixture() -> String {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/upstream/example-rabbitmq-event.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../events/upstream/example-rabbitmq-event.json"
+        );
         std::fs::read_to_string(path).unwrap()
     }
 
@@ -372,13 +409,27 @@ mod tests {
         assert_eq!(RmqEvent::split_key("test::/"), ("test", "/"));
         let m = &messages[0];
         let p = &m.basic_properties;
-        assert_eq!(header_string(p.header("header1").unwrap()).as_deref(), Some("value1"));
+        assert_eq!(
+            header_string(p.header("header1").unwrap()).as_deref(),
+            Some("value1")
+        );
         assert_eq!(p.header("numberInHeader").unwrap().as_i64(), Some(10));
         assert_eq!(p.priority, Some(34));
-        assert_eq!(p.timestamp.as_deref().and_then(parse_java_timestamp).unwrap().timestamp(), 2021);
-        assert_eq!(m.body().unwrap(), br#"{"timeout":0,"data":"CZrmf0Gw8Ov4bqLQxD4E"}"#);
+        assert_eq!(
+            p.timestamp
+                .as_deref()
+                .and_then(parse_java_timestamp)
+                .unwrap()
+                .timestamp(),
+            2021
+        );
+        assert_eq!(
+            m.body().unwrap(),
+            br#"{"timeout":0,"data":"CZrmf0Gw8Ov4bqLQxD4E"}"#
+        );
         // The upstream crate's own type reads the same fixture.
-        let theirs: aws_lambda_events::rabbitmq::RabbitMqEvent = serde_json::from_str(&upstream_fixture()).unwrap();
+        let theirs: aws_lambda_events::rabbitmq::RabbitMqEvent =
+            serde_json::from_str(&upstream_fixture()).unwrap();
         assert_eq!(theirs.messages_by_queue["test::/"][0].data, m.data);
     }
 
@@ -390,10 +441,14 @@ mod tests {
         assert_eq!(header_string(&h["a"]).as_deref(), Some("hé"));
         assert_eq!(h["b"].as_u64(), Some(7));
         assert_eq!(h["c"], HeaderValue::Json(json!({"bytes": [1, "x"]})));
-        assert_eq!(h["d"], HeaderValue::Json(json!({"bytes": [1], "more": true})));
+        assert_eq!(
+            h["d"],
+            HeaderValue::Json(json!({"bytes": [1], "more": true}))
+        );
         assert_eq!(h["e"].to_json(), json!([{"reason": {"bytes": [114]}}]));
         assert_eq!(h["f"], HeaderValue::Json(Value::Null));
-        let back: BTreeMap<String, HeaderValue> = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        let back: BTreeMap<String, HeaderValue> =
+            serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
         assert_eq!(back, h);
     }
 
@@ -402,7 +457,10 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2026, 11, 5, 13, 4, 9).unwrap();
         assert_eq!(format_java_timestamp(t), "Nov 5, 2026, 1:04:09 PM");
         assert_eq!(parse_java_timestamp("Nov 5, 2026, 1:04:09 PM"), Some(t));
-        assert_eq!(format_java_timestamp(Utc.timestamp_opt(0, 0).unwrap()), "Jan 1, 1970, 12:00:00 AM");
+        assert_eq!(
+            format_java_timestamp(Utc.timestamp_opt(0, 0).unwrap()),
+            "Jan 1, 1970, 12:00:00 AM"
+        );
     }
 
     #[test]
@@ -420,19 +478,38 @@ mod tests {
         let mut headers = FieldTable::default();
         headers.insert("s".into(), AMQPValue::LongString("é".into()));
         headers.insert("n".into(), AMQPValue::LongLongInt(7));
-        let props = BasicProperties::default().with_headers(headers).with_timestamp(2021).with_delivery_mode(2);
+        let props = BasicProperties::default()
+            .with_headers(headers)
+            .with_timestamp(2021)
+            .with_delivery_mode(2);
         let m = render_message(&props, b"hello", true);
         let v = serde_json::to_value(&m).unwrap();
         let p = &v["basicProperties"];
         for key in [
-            "contentType", "contentEncoding", "headers", "deliveryMode", "priority", "correlationId", "replyTo",
-            "expiration", "messageId", "timestamp", "type", "userId", "appId", "clusterId", "bodySize",
+            "contentType",
+            "contentEncoding",
+            "headers",
+            "deliveryMode",
+            "priority",
+            "correlationId",
+            "replyTo",
+            "expiration",
+            "messageId",
+            "timestamp",
+            "type",
+            "userId",
+            "appId",
+            "clusterId",
+            "bodySize",
         ] {
             assert!(p.as_object().unwrap().contains_key(key), "{key} missing");
         }
         assert_eq!(p["priority"], Value::Null);
         assert_eq!(p["headers"]["s"], json!({"bytes": [-61, -87]}));
-        assert_eq!(header_string(m.basic_properties.header("s").unwrap()).as_deref(), Some("é"));
+        assert_eq!(
+            header_string(m.basic_properties.header("s").unwrap()).as_deref(),
+            Some("é")
+        );
         assert_eq!(p["timestamp"], json!("Jan 1, 1970, 12:33:41 AM"));
         assert_eq!(p["bodySize"], json!(5));
         assert_eq!(v["redelivered"], json!(true));
