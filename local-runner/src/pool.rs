@@ -180,6 +180,7 @@ impl Pool {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let Some(pool) = pool.upgrade() else { return };
                 pool.reap_idle().await;
+                pool.keep_warm().await;
             }
         });
         Ok(())
@@ -506,6 +507,17 @@ impl Pool {
             }
             missing -= 1;
             room -= 1;
+        }
+    }
+
+    /// Restores the warm minimum after an instance was lost.
+    async fn keep_warm(self: &Arc<Self>) {
+        let live = self.instances.lock().await.values().filter(|i| i.state != InstanceState::Retiring).count() as u32;
+        for _ in live..self.spec.min_instances {
+            if let Err(e) = self.spawn_instance().await {
+                tracing::error!(function = %self.spec.name, error = %e, "cannot restore a warm instance");
+                return;
+            }
         }
     }
 
