@@ -512,7 +512,13 @@ impl Pool {
 
     /// Restores the warm minimum after an instance was lost.
     async fn keep_warm(self: &Arc<Self>) {
-        let live = self.instances.lock().await.values().filter(|i| i.state != InstanceState::Retiring).count() as u32;
+        let live = self
+            .instances
+            .lock()
+            .await
+            .values()
+            .filter(|i| i.state != InstanceState::Retiring)
+            .count() as u32;
         for _ in live..self.spec.min_instances {
             if let Err(e) = self.spawn_instance().await {
                 tracing::error!(function = %self.spec.name, error = %e, "cannot restore a warm instance");

@@ -340,8 +340,19 @@ async fn supervised_processes_are_restarted_when_they_exit() {
 async fn warm_instances_are_kept_and_replaced_when_lost() {
     let env = TestEnv::new("warm");
     let manifest = diag_manifest(|m| m["functions"][0]["min_instances"] = 1.into());
-    let runner = Runner::start(&env, RunnerOptions { manifest, topology: None, extra_args: vec!["--idle-timeout".into(), "1".into()] });
-    let s = runner.wait_for("a warm instance", WAIT, |s| s["functions"][0]["instances"][0]["state"] == "idle").await;
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest,
+            topology: None,
+            extra_args: vec!["--idle-timeout".into(), "1".into()],
+        },
+    );
+    let s = runner
+        .wait_for("a warm instance", WAIT, |s| {
+            s["functions"][0]["instances"][0]["state"] == "idle"
+        })
+        .await;
     let pid = s["functions"][0]["instances"][0]["pid"].as_u64().unwrap();
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
@@ -349,10 +360,18 @@ async fn warm_instances_are_kept_and_replaced_when_lost() {
     runner
         .wait_for("a new warm instance", WAIT, |s| {
             let i = &s["functions"][0]["instances"];
-            i.as_array().unwrap().len() == 1 && i[0]["state"] == "idle" && i[0]["pid"].as_u64() != Some(pid)
+            i.as_array().unwrap().len() == 1
+                && i[0]["state"] == "idle"
+                && i[0]["pid"].as_u64() != Some(pid)
         })
         .await;
     // The idle timeout never takes the pool below its minimum.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(runner.status().await["functions"][0]["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        runner.status().await["functions"][0]["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

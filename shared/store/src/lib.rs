@@ -1,0 +1,233 @@
+//! The data service's store: one interface, two backends with the same
+//! semantics (the same conflicts, transactions, ordering and paging).
+//!
+//! - [`Store`] is the typed interface the functions use: create, get,
+//!   update and delete with optimistic concurrency (a version per object),
+//!   listings by the keys each object exposes, and all-or-nothing transactions.
+//! - Backends implement the raw layer in [`item`]: SQLite ([`sqlite`]), the
+//!   embedded default, now; DynamoDB next.
+
+pub mod conformance;
+pub mod item;
+pub mod sqlite;
+
+use stratus_model::{Id, Object};
+use uuid::Uuid;
+
+pub use item::{Condition, Index, Item, Page, Write};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A write's condition did not hold: the object exists when it must not,
+    /// is missing, or has moved on from the expected version.
+    #[error("conflict on {kind} {id}: expected {expected}, found {}", found.map(|v| format!("version {v}")).unwrap_or_else(|| "nothing".into()))]
+    Conflict {
+        kind: &'static str,
+        id: Uuid,
+        expected: Condition,
+        found: Option<u64>,
+    },
+    /// A stored document does not decode as its type.
+    #[error("{kind} {id} does not decode: {error}")]
+    Decode {
+        kind: &'static str,
+        id: Uuid,
+        error: String,
+    },
+    /// The table is missing.
+    #[error("table {table} is missing: {how}")]
+    MissingTable { table: String, how: String },
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// Whether trying again (after re-reading) may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An object and the version it was read or written at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: u64,
+}
+
+pub enum Backend {
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// The typed store.
+pub struct Store {
+    backend: Backend,
+}
+
+fn to_item<T: Object>(value: &T, version: u64) -> Item {
+    Item {
+        kind: T::KIND,
+        id: value.id(),
+        version,
+        keys: value.keys(),
+        doc: serde_json::to_string(value).expect("objects serialise"),
+    }
+}
+
+fn from_item<T: Object>(item: Item) -> Result<Versioned<T>> {
+    let value = serde_json::from_str(&item.doc).map_err(|e| StoreError::Decode {
+        kind: item.kind,
+        id: item.id,
+        error: e.to_string(),
+    })?;
+    Ok(Versioned {
+        value,
+        version: item.version,
+    })
+}
+
+impl Store {
+    pub fn new(backend: Backend) -> Self {
+        Self { backend }
+    }
+
+    async fn get_item(&self, kind: &'static str, id: Uuid) -> Result<Option<Item>> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.get(kind, id).await,
+        }
+    }
+
+    async fn write(&self, writes: Vec<Write>) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.transact(writes).await,
+        }
+    }
+
+    pub async fn get<T: Object>(&self, id: Id<T>) -> Result<Option<Versioned<T>>> {
+        self.get_item(T::KIND, id.uuid())
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    /// Creates `value`; a conflict if its id is taken.
+    pub async fn create<T: Object>(&self, value: &T) -> Result<Versioned<T>> {
+        let mut tx = Transaction::new();
+        tx.create(value);
+        self.transact(tx).await?;
+        Ok(Versioned {
+            value: value.clone(),
+            version: 1,
+        })
+    }
+
+    /// Writes `v.value` over version `v.version`; a conflict if it has moved on.
+    pub async fn update<T: Object>(&self, v: &Versioned<T>) -> Result<Versioned<T>> {
+        let mut tx = Transaction::new();
+        tx.update(v);
+        self.transact(tx).await?;
+        Ok(Versioned {
+            value: v.value.clone(),
+            version: v.version + 1,
+        })
+    }
+
+    /// Deletes the object at version `v.version`; a conflict if it has moved on.
+    pub async fn delete<T: Object>(&self, v: &Versioned<T>) -> Result<()> {
+        let mut tx = Transaction::new();
+        tx.delete(v);
+        self.transact(tx).await
+    }
+
+    /// One page of objects of type `T` by `index`, in id order, after `after`.
+    pub async fn list<T: Object>(
+        &self,
+        index: &Index,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Page<Versioned<T>>> {
+        let page = match &self.backend {
+            Backend::Sqlite(s) => s.query(T::KIND, index, after, limit).await?,
+        };
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(from_item)
+                .collect::<Result<_>>()?,
+            next: page.next,
+        })
+    }
+
+    /// Applies every write or none.
+    pub async fn transact(&self, tx: Transaction) -> Result<()> {
+        self.write(tx.writes).await
+    }
+}
+
+/// Writes applied together, all or nothing.
+#[derive(Default)]
+pub struct Transaction {
+    writes: Vec<Write>,
+}
+
+impl Transaction {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn create<T: Object>(&mut self, value: &T) -> &mut Self {
+        self.writes.push(Write::Put {
+            item: to_item(value, 1),
+            condition: Condition::Absent,
+        });
+        self
+    }
+
+    pub fn update<T: Object>(&mut self, v: &Versioned<T>) -> &mut Self {
+        self.writes.push(Write::Put {
+            item: to_item(&v.value, v.version + 1),
+            condition: Condition::Version(v.version),
+        });
+        self
+    }
+
+    pub fn delete<T: Object>(&mut self, v: &Versioned<T>) -> &mut Self {
+        self.writes.push(Write::Delete {
+            kind: T::KIND,
+            id: v.value.id(),
+            condition: Condition::Version(v.version),
+        });
+        self
+    }
+
+    /// Requires `id` to be at `version` without writing it.
+    pub fn check<T: Object>(&mut self, id: Id<T>, version: u64) -> &mut Self {
+        self.writes.push(Write::Check {
+            kind: T::KIND,
+            id: id.uuid(),
+            condition: Condition::Version(version),
+        });
+        self
+    }
+
+    /// Requires `id` to be absent.
+    pub fn check_absent<T: Object>(&mut self, id: Id<T>) -> &mut Self {
+        self.writes.push(Write::Check {
+            kind: T::KIND,
+            id: id.uuid(),
+            condition: Condition::Absent,
+        });
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}

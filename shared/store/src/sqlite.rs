@@ -1,0 +1,259 @@
+//! The embedded backend: one SQLite file shared by every function process.
+//!
+//! - WAL with `synchronous=NORMAL`: a committed transaction survives a crash of
+//!   any process; after a power loss or an OS crash the last transactions
+//!   before it may be rolled back, never half-applied (the database stays
+//!   consistent).
+//! - Safe for many processes: every write transaction is `BEGIN IMMEDIATE` (it
+//!   takes the write lock up front, so two writers never deadlock upgrading a
+//!   read lock), and a busy handler waits in sub-millisecond steps with jitter.
+//! - Nothing but SQL runs inside a transaction: no I/O, no awaiting.
+//!
+//! One table holds every kind: `(kind, id)` is the key; `account`, `zone`,
+//! `host`, `network` and `state` are indexed together with `kind` and `id`, so
+//! a listing by any of them is an index range scan in id order.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use stratus_model::Keys;
+use uuid::Uuid;
+
+use crate::item::{Condition, Index, Item, Page, Write};
+use crate::{Result, StoreError};
+
+/// How long a busy handler keeps waiting for the write lock, in all.
+const BUSY_LIMIT: Duration = Duration::from_secs(10);
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    table: String,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Waits for the lock in sub-millisecond steps with jitter (50-500 µs).
+fn busy(attempt: i32) -> bool {
+    // The mean wait is 275 µs; give up after about BUSY_LIMIT.
+    if attempt as u128 * 275 > BUSY_LIMIT.as_micros() {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(50 + rand::random::<u64>() % 450));
+    true
+}
+
+impl SqliteStore {
+    /// Opens (and creates, if needed) the store at `path`, its table named `<prefix>items`.
+    pub fn open(path: &Path, prefix: &str) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        conn.busy_handler(Some(busy)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        let table = format!("{prefix}items");
+        if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::Backend(format!(
+                "table prefix {prefix:?} may hold only letters, digits and _"
+            )));
+        }
+        let mut ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                kind TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+                account TEXT, zone TEXT, host TEXT, network TEXT, state TEXT,
+                doc TEXT NOT NULL,
+                PRIMARY KEY (kind, id)) WITHOUT ROWID;"
+        );
+        for col in ["account", "zone", "host", "network", "state"] {
+            ddl.push_str(&format!(
+                "CREATE INDEX IF NOT EXISTS {table}_by_{col} ON {table} (kind, {col}, id);"
+            ));
+        }
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {ddl} COMMIT;"))
+            .map_err(backend)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            table,
+        })
+    }
+
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &str) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let conn = self.conn.clone();
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("the connection's lock is poisoned".into()))?;
+            f(&mut conn, &table)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    pub async fn get(&self, kind: &'static str, id: Uuid) -> Result<Option<Item>> {
+        self.blocking(move |conn, table| {
+            conn.query_row(
+                &format!("SELECT version, account, zone, host, network, state, doc FROM {table} WHERE kind = ?1 AND id = ?2"),
+                params![kind, id.to_string()],
+                |r| row_item(kind, id, r),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    /// Applies every write or none, in one `BEGIN IMMEDIATE` transaction.
+    pub async fn transact(&self, writes: Vec<Write>) -> Result<()> {
+        self.blocking(move |conn, table| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            for w in &writes {
+                let (kind, id, condition) = w.target();
+                let found: Option<u64> = tx
+                    .query_row(&format!("SELECT version FROM {table} WHERE kind = ?1 AND id = ?2"), params![kind, id.to_string()], |r| {
+                        r.get::<_, i64>(0).map(|v| v as u64)
+                    })
+                    .optional()
+                    .map_err(backend)?;
+                let holds = match condition {
+                    Condition::Any => true,
+                    Condition::Absent => found.is_none(),
+                    Condition::Version(v) => found == Some(v),
+                };
+                if !holds {
+                    // Dropping the transaction rolls it back.
+                    return Err(StoreError::Conflict { kind, id, expected: condition, found });
+                }
+                match w {
+                    Write::Put { item, .. } => {
+                        let k = &item.keys;
+                        tx.execute(
+                            &format!(
+                                "INSERT INTO {table} (kind, id, version, account, zone, host, network, state, doc)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                 ON CONFLICT (kind, id) DO UPDATE SET version = excluded.version, account = excluded.account,
+                                   zone = excluded.zone, host = excluded.host, network = excluded.network,
+                                   state = excluded.state, doc = excluded.doc"
+                            ),
+                            params![
+                                item.kind,
+                                item.id.to_string(),
+                                item.version as i64,
+                                k.account.map(|u| u.to_string()),
+                                k.zone.map(|u| u.to_string()),
+                                k.host.map(|u| u.to_string()),
+                                k.network.map(|u| u.to_string()),
+                                k.state,
+                                item.doc
+                            ],
+                        )
+                        .map_err(backend)?;
+                    }
+                    Write::Delete { kind, id, .. } => {
+                        tx.execute(&format!("DELETE FROM {table} WHERE kind = ?1 AND id = ?2"), params![kind, id.to_string()]).map_err(backend)?;
+                    }
+                    Write::Check { .. } => {}
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    /// One page of `kind` by `index` in id order, after `after`.
+    pub async fn query(
+        &self,
+        kind: &'static str,
+        index: &Index,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Page<Item>> {
+        let (column, value) = match index {
+            Index::All => (None, None),
+            Index::Account(u) => (Some("account"), Some(u.to_string())),
+            Index::Zone(u) => (Some("zone"), Some(u.to_string())),
+            Index::Host(u) => (Some("host"), Some(u.to_string())),
+            Index::Network(u) => (Some("network"), Some(u.to_string())),
+            Index::State(s) => (Some("state"), Some(s.clone())),
+        };
+        self.blocking(move |conn, table| {
+            let filter = column.map(|c| format!("AND {c} = ?2")).unwrap_or_default();
+            let sql = format!(
+                "SELECT id, version, account, zone, host, network, state, doc FROM {table}
+                 WHERE kind = ?1 {filter} AND id > ?3 ORDER BY id LIMIT ?4"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let after = after.map(|u| u.to_string()).unwrap_or_default();
+            let fetch = (limit + 1) as i64;
+            let rows = stmt
+                .query_map(
+                    params![kind, value.unwrap_or_default(), after, fetch],
+                    |r| {
+                        let id: String = r.get(0)?;
+                        let id = Uuid::parse_str(&id).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                0,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
+                        })?;
+                        row_item_at(kind, id, r, 1)
+                    },
+                )
+                .map_err(backend)?;
+            let mut items = rows
+                .collect::<std::result::Result<Vec<Item>, _>>()
+                .map_err(backend)?;
+            let next = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|i| i.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+}
+
+fn row_item(kind: &'static str, id: Uuid, r: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
+    row_item_at(kind, id, r, 0)
+}
+
+/// Reads `version, account, zone, host, network, state, doc` starting at column `at`.
+fn row_item_at(
+    kind: &'static str,
+    id: Uuid,
+    r: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<Item> {
+    let uuid = |i: usize| -> rusqlite::Result<Option<Uuid>> {
+        let s: Option<String> = r.get(at + i)?;
+        Ok(s.and_then(|s| Uuid::parse_str(&s).ok()))
+    };
+    Ok(Item {
+        kind,
+        id,
+        version: r.get::<_, i64>(at)? as u64,
+        keys: Keys {
+            account: uuid(1)?,
+            zone: uuid(2)?,
+            host: uuid(3)?,
+            network: uuid(4)?,
+            state: r.get(at + 5)?,
+        },
+        doc: r.get(at + 6)?,
+    })
+}
