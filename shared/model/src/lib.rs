@@ -93,4 +93,7 @@ pub const KINDS: &[&str] = &[
     AsyncJob::KIND,
     Event::KIND,
     Saga::KIND,
+    OutboxMessage::KIND,
+    Handled::KIND,
+    Reservation::KIND,
 ];

@@ -739,3 +739,74 @@ pub struct Saga {
     pub created: DateTime<Utc>,
 }
 object!(Saga, "saga", |s| Keys::default().state(&s.status));
+
+// ---- data-service records: outbox, idempotency, reservations ----
+
+/// A message that follows from a state change, written in the same
+/// transaction; its id is the message id. Published right after the commit
+/// and removed once the broker confirms; the relay republishes what is left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    pub id: Id<OutboxMessage>,
+    pub exchange: String,
+    pub routing_key: String,
+    pub message_type: String,
+    pub correlation_id: String,
+    pub causation_id: Option<Uuid>,
+    pub job_id: Option<String>,
+    pub traceparent: String,
+    pub attempt: u32,
+    pub created: DateTime<Utc>,
+    /// The JSON body.
+    pub body: String,
+}
+object!(OutboxMessage, "outbox", |_m| Keys::default()
+    .state(&"pending"));
+
+/// The record that a consumer handled a message, written in the same
+/// transaction as the handling's effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handled {
+    pub id: Id<Handled>,
+    pub consumer: String,
+    pub message_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+object!(Handled, "handled", |_h| Keys::default());
+
+impl Handled {
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0x7e3c_2a10_55f1_4c8e_a1d4_0000_0000_0bad);
+    pub fn id_for(consumer: &str, message_id: Uuid) -> Id<Handled> {
+        Id::derived(Self::NAMESPACE, &format!("{consumer}/{message_id}"))
+    }
+}
+
+/// Host capacity held for one key (e.g. one VM's placement step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: Id<Reservation>,
+    pub key: String,
+    pub host_id: Id<Host>,
+    /// MHz.
+    pub cpu: u64,
+    /// Bytes.
+    pub memory: u64,
+    pub created: DateTime<Utc>,
+}
+object!(Reservation, "reservation", |r| Keys::default()
+    .host(Some(r.host_id)));
+
+impl Reservation {
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0x3d9a_61f0_0b2e_47a5_b6c1_0000_0000_0c11);
+    pub fn id_for(key: &str) -> Id<Reservation> {
+        Id::derived(Self::NAMESPACE, key)
+    }
+}
+
+impl Nic {
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0x91c4_0e77_3f58_4d1b_8a20_0000_0000_0a1c);
+    /// The NIC made for allocation `key`: a repeated allocation finds it.
+    pub fn id_for(key: &str) -> Id<Nic> {
+        Id::derived(Self::NAMESPACE, key)
+    }
+}

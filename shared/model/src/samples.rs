@@ -446,6 +446,48 @@ impl Sample for Saga {
     }
 }
 
+impl Sample for OutboxMessage {
+    fn sample(_f: &Fixture) -> Self {
+        OutboxMessage {
+            id: Id::new(),
+            exchange: "stratus.commands".into(),
+            routing_key: "orchestrator.disable-account".into(),
+            message_type: "orchestrator.disable-account".into(),
+            correlation_id: Uuid::new_v4().to_string(),
+            causation_id: None,
+            job_id: Some(Uuid::new_v4().to_string()),
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            attempt: 1,
+            created: Utc::now(),
+            body: "{}".into(),
+        }
+    }
+}
+impl Sample for Handled {
+    fn sample(_f: &Fixture) -> Self {
+        let message_id = Uuid::new_v4();
+        Handled {
+            id: Handled::id_for("orchestrator", message_id),
+            consumer: "orchestrator".into(),
+            message_id,
+            at: Utc::now(),
+        }
+    }
+}
+impl Sample for Reservation {
+    fn sample(f: &Fixture) -> Self {
+        let key = format!("deploy/{}", Uuid::new_v4());
+        Reservation {
+            id: Reservation::id_for(&key),
+            key,
+            host_id: f.host,
+            cpu: 500,
+            memory: 1 << 30,
+            created: Utc::now(),
+        }
+    }
+}
+
 fn rand_octet() -> u8 {
     (Uuid::new_v4().as_bytes()[0] % 250) + 2
 }

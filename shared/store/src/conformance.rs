@@ -125,6 +125,9 @@ macro_rules! for_every_kind {
         $check::<AsyncJob>($store, $f).await;
         $check::<Event>($store, $f).await;
         $check::<Saga>($store, $f).await;
+        $check::<OutboxMessage>($store, $f).await;
+        $check::<Handled>($store, $f).await;
+        $check::<Reservation>($store, $f).await;
     };
 }
 
@@ -134,7 +137,7 @@ pub async fn every_kind(store: &Store) {
     for_every_kind!(crud, store, &f);
     for_every_kind!(found_by_its_keys, store, &f);
     // The macro and KINDS must not drift apart.
-    assert_eq!(KINDS.len(), 25);
+    assert_eq!(KINDS.len(), 28);
 }
 
 /// A state change moves an object between state listings.
@@ -264,11 +267,319 @@ pub async fn racing_creates_have_one_winner(store: Arc<Store>, racers: usize) {
     assert_eq!(winners.len(), 1, "winners: {winners:?}");
 }
 
-/// Everything above, in order.
-pub async fn run_all(store: Arc<Store>) {
-    every_kind(&store).await;
-    state_changes_move_between_listings(&store).await;
-    transactions_are_all_or_nothing(&store).await;
-    listings_page_in_id_order(&store).await;
+/// The outbox row lands with its state change, or not at all.
+pub async fn outbox_rows_travel_with_their_state_change(store: &Store) {
+    use stratus_model::samples::Sample as _;
+    let f = Fixture::default();
+    let account = store.create(&Account::sample(&f)).await.unwrap();
+    let message = OutboxMessage::sample(&f);
+    let mut disabled = account.clone();
+    disabled.value.state = AccountState::Disabled;
+    let mut tx = Transaction::new();
+    tx.update(&disabled).enqueue(&message);
+    store.transact(tx).await.unwrap();
+    let pending = store
+        .outbox_pending(std::time::Duration::ZERO, 10_000)
+        .await
+        .unwrap();
+    assert!(
+        pending.iter().any(|m| m.id == message.id),
+        "the outbox row is missing"
+    );
+    // A state change that fails takes its message with it.
+    let other = OutboxMessage::sample(&f);
+    let mut tx = Transaction::new();
+    tx.update(&disabled).enqueue(&other);
+    assert!(store.transact(tx).await.unwrap_err().is_conflict());
+    assert!(
+        store.get(other.id).await.unwrap().is_none(),
+        "a message without its state change"
+    );
+    // Rows younger than the relay's cutoff are left to their publisher.
+    assert!(
+        !store
+            .outbox_pending(std::time::Duration::from_secs(3600), 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.id == message.id)
+    );
+    store.outbox_sent(message.id).await.unwrap();
+    store.outbox_sent(message.id).await.unwrap();
+    assert!(store.get(message.id).await.unwrap().is_none());
+}
+
+/// A redelivered message has its effect once.
+pub async fn a_handled_message_has_its_effect_once(store: &Store) {
+    let f = Fixture::default();
+    let saga = store.create(&Saga::sample(&f)).await.unwrap();
+    let message_id = uuid::Uuid::new_v4();
+    let apply = |current: Versioned<Saga>| {
+        let mut next = current;
+        next.value
+            .step_log
+            .push(serde_json::json!({"message": message_id.to_string()}));
+        let mut tx = Transaction::new();
+        tx.update(&next).mark_handled("orchestrator", message_id);
+        tx
+    };
+    assert!(!store.was_handled("orchestrator", message_id).await.unwrap());
+    store.transact(apply(saga.clone())).await.unwrap();
+    let after = store.get(saga.value.id).await.unwrap().unwrap();
+    assert!(store.was_handled("orchestrator", message_id).await.unwrap());
+    let again = store.transact(apply(after.clone())).await.unwrap_err();
+    assert!(again.is_duplicate(), "{again}");
+    assert_eq!(
+        store
+            .get(saga.value.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .step_log
+            .len(),
+        saga.value.step_log.len() + 1
+    );
+    // Another consumer may handle the same message.
+    let mut tx = Transaction::new();
+    tx.mark_handled("compute", message_id);
+    store.transact(tx).await.unwrap();
+}
+
+fn small_network(f: &Fixture, cidr: &str, gateway: &str) -> Network {
+    let mut n = Network::sample(f);
+    n.cidr = cidr.into();
+    n.gateway = gateway.into();
+    n
+}
+
+fn ip_request(network: Id<Network>, key: &str) -> crate::primitives::IpRequest {
+    crate::primitives::IpRequest {
+        key: key.into(),
+        network_id: network,
+        vm_id: Id::new(),
+        requested: None,
+        is_default: true,
+        device_id: 0,
+    }
+}
+
+/// Addresses are handed out in order, requested ones honoured, repeats idempotent.
+pub async fn ip_allocation(store: &Store) {
+    let f = Fixture::default();
+    let network = store
+        .create(&small_network(&f, "10.9.0.0/29", "10.9.0.1"))
+        .await
+        .unwrap()
+        .value;
+    let a = store
+        .allocate_ip(&ip_request(network.id, "a"))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(a.0.address, "10.9.0.2");
+    assert_eq!(a.1.ip_address, "10.9.0.2");
+    assert_eq!(a.0.nic_id, Some(a.1.id));
+    let again = store
+        .allocate_ip(&ip_request(network.id, "a"))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(again, a, "a repeated key allocates nothing new");
+    let mut wanted = ip_request(network.id, "b");
+    wanted.requested = Some("10.9.0.6".parse().unwrap());
+    assert_eq!(
+        store.allocate_ip(&wanted).await.unwrap().value.0.address,
+        "10.9.0.6"
+    );
+    let mut taken = ip_request(network.id, "c");
+    taken.requested = Some("10.9.0.6".parse().unwrap());
+    assert!(matches!(
+        store.allocate_ip(&taken).await,
+        Err(StoreError::Exhausted(_))
+    ));
+    let mut outside = ip_request(network.id, "c");
+    outside.requested = Some("10.9.0.1".parse().unwrap());
+    assert!(
+        matches!(
+            store.allocate_ip(&outside).await,
+            Err(StoreError::Invalid(_))
+        ),
+        "the gateway is not usable"
+    );
+    for key in ["c", "d", "e"] {
+        store
+            .allocate_ip(&ip_request(network.id, key))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store.allocate_ip(&ip_request(network.id, "f")).await,
+        Err(StoreError::Exhausted(_))
+    ));
+    store.release_ip("a").await.unwrap();
+    store.release_ip("a").await.unwrap();
+    assert_eq!(
+        store
+            .allocate_ip(&ip_request(network.id, "f"))
+            .await
+            .unwrap()
+            .value
+            .0
+            .address,
+        "10.9.0.2"
+    );
+}
+
+fn p99(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[(v.len() - 1) * 99 / 100]
+}
+
+/// `racers` tasks race for the last address of a network: exactly one wins.
+pub async fn racing_for_the_last_address(stores: &[Arc<Store>], racers: usize) {
+    let f = Fixture::default();
+    let network = stores[0]
+        .create(&small_network(&f, "10.8.0.0/29", "10.8.0.1"))
+        .await
+        .unwrap()
+        .value;
+    for key in ["1", "2", "3", "4"] {
+        stores[0]
+            .allocate_ip(&ip_request(network.id, key))
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..racers {
+        let store = stores[i % stores.len()].clone();
+        let req = ip_request(network.id, &format!("racer-{i}"));
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            (store.allocate_ip(&req).await, started.elapsed())
+        }));
+    }
+    let (mut wins, mut retries, mut took) = (0, 0, Vec::new());
+    for t in tasks {
+        let (result, elapsed) = t.await.unwrap();
+        took.push(elapsed);
+        match result {
+            Ok(a) => {
+                wins += 1;
+                retries += a.retries;
+            }
+            Err(StoreError::Exhausted(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    println!(
+        "last address: {racers} racers on {} connections: {wins} winner, {retries} retries, p99 {:?}",
+        stores.len(),
+        p99(took)
+    );
+    assert_eq!(wins, 1);
+}
+
+/// Capacity is held once per key, within the overprovisioned limit, and given back once.
+pub async fn capacity_reservation(store: &Store) {
+    let f = Fixture::default();
+    let mut host = Host::sample(&f);
+    host.cpu_number = 2;
+    host.cpu_speed = 1000;
+    host.memory_total = 4 << 30;
+    let host = store.create(&host).await.unwrap().value;
+    let r = store
+        .reserve_capacity("vm-1", host.id, 1000, 2 << 30, 1.0, 1.0)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(
+        store
+            .reserve_capacity("vm-1", host.id, 1000, 2 << 30, 1.0, 1.0)
+            .await
+            .unwrap()
+            .value,
+        r
+    );
+    let h = store.get(host.id).await.unwrap().unwrap().value;
+    assert_eq!(
+        (h.cpu_allocated, h.memory_allocated),
+        (1000, 2 << 30),
+        "a repeated key held twice"
+    );
+    assert!(matches!(
+        store
+            .reserve_capacity("vm-2", host.id, 1500, 1 << 30, 1.0, 1.0)
+            .await,
+        Err(StoreError::Exhausted(_))
+    ));
+    // The factor in force when reserving sets the limit.
+    store
+        .reserve_capacity("vm-2", host.id, 1500, 1 << 30, 2.0, 1.0)
+        .await
+        .unwrap();
+    store.release_capacity("vm-1").await.unwrap();
+    store.release_capacity("vm-1").await.unwrap();
+    store.release_capacity("vm-2").await.unwrap();
+    let h = store.get(host.id).await.unwrap().unwrap().value;
+    assert_eq!((h.cpu_allocated, h.memory_allocated), (0, 0));
+}
+
+/// `racers` tasks race for the last capacity of a host: exactly one wins.
+pub async fn racing_for_the_last_capacity(stores: &[Arc<Store>], racers: usize) {
+    let f = Fixture::default();
+    let mut host = Host::sample(&f);
+    host.cpu_number = 1;
+    host.cpu_speed = 1000;
+    let host = stores[0].create(&host).await.unwrap().value;
+    let mut tasks = Vec::new();
+    for i in 0..racers {
+        let store = stores[i % stores.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            (
+                store
+                    .reserve_capacity(&format!("racer-{i}"), host.id, 1000, 1 << 20, 1.0, 1.0)
+                    .await,
+                started.elapsed(),
+            )
+        }));
+    }
+    let (mut wins, mut retries, mut took) = (0, 0, Vec::new());
+    for t in tasks {
+        let (result, elapsed) = t.await.unwrap();
+        took.push(elapsed);
+        match result {
+            Ok(a) => {
+                wins += 1;
+                retries += a.retries;
+            }
+            Err(StoreError::Exhausted(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    println!(
+        "last capacity: {racers} racers on {} connections: {wins} winner, {retries} retries, p99 {:?}",
+        stores.len(),
+        p99(took)
+    );
+    assert_eq!(wins, 1);
+    let h = stores[0].get(host.id).await.unwrap().unwrap().value;
+    assert_eq!(h.cpu_allocated, 1000, "capacity held more than once");
+}
+
+/// Everything above, in order. `stores` are separate connections to one store.
+pub async fn run_all(stores: &[Arc<Store>]) {
+    let store = &stores[0];
+    every_kind(store).await;
+    state_changes_move_between_listings(store).await;
+    transactions_are_all_or_nothing(store).await;
+    listings_page_in_id_order(store).await;
     racing_creates_have_one_winner(store.clone(), 50).await;
+    outbox_rows_travel_with_their_state_change(store).await;
+    a_handled_message_has_its_effect_once(store).await;
+    ip_allocation(store).await;
+    capacity_reservation(store).await;
+    racing_for_the_last_address(stores, 50).await;
+    racing_for_the_last_capacity(stores, 50).await;
 }

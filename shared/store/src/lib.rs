@@ -9,6 +9,7 @@
 
 pub mod conformance;
 pub mod item;
+pub mod primitives;
 pub mod sqlite;
 
 use stratus_model::{Id, Object};
@@ -34,6 +35,15 @@ pub enum StoreError {
         id: Uuid,
         error: String,
     },
+    /// An object the operation needs does not exist.
+    #[error("{kind} {id} does not exist")]
+    NotFound { kind: &'static str, id: Uuid },
+    /// The request cannot be met as asked.
+    #[error("{0}")]
+    Invalid(String),
+    /// No address, capacity or similar resource is left.
+    #[error("{0}")]
+    Exhausted(String),
     /// The table is missing.
     #[error("table {table} is missing: {how}")]
     MissingTable { table: String, how: String },
@@ -99,7 +109,7 @@ impl Store {
         }
     }
 
-    async fn write(&self, writes: Vec<Write>) -> Result<()> {
+    pub(crate) async fn write(&self, writes: Vec<Write>) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(s) => s.transact(writes).await,
         }

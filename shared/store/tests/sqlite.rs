@@ -24,7 +24,8 @@ fn open(path: &std::path::Path) -> Store {
 #[tokio::test]
 async fn sqlite_conforms() {
     let path = temp_db("conformance");
-    conformance::run_all(Arc::new(open(&path))).await;
+    let stores: Vec<Arc<Store>> = (0..8).map(|_| Arc::new(open(&path))).collect();
+    conformance::run_all(&stores).await;
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
@@ -106,5 +107,78 @@ async fn racers_on_separate_connections_have_one_winner() {
         started.elapsed()
     );
     assert_eq!(wins, 1);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test]
+async fn racing_processes_have_one_winner() {
+    use stratus_model::samples::{Fixture, Sample};
+    let path = temp_db("processes");
+    let store = open(&path);
+    let f = Fixture::default();
+    let mut network = stratus_model::Network::sample(&f);
+    network.cidr = "10.7.0.0/29".into();
+    network.gateway = "10.7.0.1".into();
+    let network = store.create(&network).await.unwrap().value;
+    for key in ["1", "2", "3", "4"] {
+        let req = stratus_store::primitives::IpRequest {
+            key: key.into(),
+            network_id: network.id,
+            vm_id: stratus_model::Id::new(),
+            requested: None,
+            is_default: true,
+            device_id: 0,
+        };
+        store.allocate_ip(&req).await.unwrap();
+    }
+    let mut host = stratus_model::Host::sample(&f);
+    host.cpu_number = 1;
+    host.cpu_speed = 1000;
+    let host = store.create(&host).await.unwrap().value;
+    // The example binary beside this test binary (cargo test builds examples).
+    let exe = std::env::current_exe().unwrap();
+    let race = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/race");
+    assert!(
+        race.is_file(),
+        "{} is missing: run `cargo test -p stratus-store` (without a target filter, so that examples are built)",
+        race.display()
+    );
+    let started = std::time::Instant::now();
+    let children: Vec<_> = (0..4)
+        .map(|p| {
+            std::process::Command::new(&race)
+                .args([
+                    path.to_str().unwrap(),
+                    &network.id.to_string(),
+                    &host.id.to_string(),
+                    &format!("p{p}"),
+                    "13",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (mut ip_wins, mut cap_wins, mut retries) = (0, 0, 0);
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ip_wins += v["ip_wins"].as_u64().unwrap();
+        cap_wins += v["capacity_wins"].as_u64().unwrap();
+        retries += v["retries"].as_u64().unwrap();
+    }
+    println!(
+        "4 processes x 13 racers: {ip_wins} address winner, {cap_wins} capacity winner, {retries} retries, {:?}",
+        started.elapsed()
+    );
+    assert_eq!((ip_wins, cap_wins), (1, 1));
+    let h = store.get(host.id).await.unwrap().unwrap().value;
+    assert_eq!(h.cpu_allocated, 1000);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
