@@ -71,3 +71,19 @@ ensure_test_venv() {
   fi
   export STRATUS_TEST_VENV="$venv"
 }
+
+ensure_moto() {
+  # moto's server stands in for DynamoDB in the tests (from the venv above).
+  local port=5000
+  if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    say "starting moto's DynamoDB server on 127.0.0.1:$port"
+    nohup "$STRATUS_TEST_VENV/bin/python" "$STRATUS_ROOT/scripts/moto_serial.py" 127.0.0.1 $port >"${TMPDIR:-/tmp}/stratus-moto.log" 2>&1 &
+    local i
+    for i in $(seq 1 100); do
+      (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+      sleep 0.1
+    done
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null || die "moto did not start: see ${TMPDIR:-/tmp}/stratus-moto.log"
+  fi
+  export STRATUS_TEST_DYNAMODB="http://127.0.0.1:$port"
+}

@@ -201,13 +201,21 @@ pub async fn transactions_are_all_or_nothing(store: &Store) {
     assert!(store.get(fresh.id).await.unwrap().is_none());
 
     // A check that holds lets them through; updates and deletes mix with creates.
+    let other = store.create(&Network::sample(&f)).await.unwrap();
     let mut tx = Transaction::new();
-    tx.create(&fresh)
-        .check(existing.value.id, 1)
-        .delete(&existing);
+    tx.create(&fresh).check(other.value.id, 1).delete(&existing);
     store.transact(tx).await.unwrap();
     assert!(store.get(fresh.id).await.unwrap().is_some());
     assert!(store.get(existing.value.id).await.unwrap().is_none());
+
+    // One write per item in a transaction, on every backend.
+    let mut tx = Transaction::new();
+    tx.check(other.value.id, 1).delete(&other);
+    assert!(matches!(
+        store.transact(tx).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(store.get(other.value.id).await.unwrap().is_some());
 }
 
 /// Listings come in id order, page after page, without gaps or repeats.

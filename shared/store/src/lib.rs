@@ -8,6 +8,7 @@
 //!   embedded default, now; DynamoDB next.
 
 pub mod conformance;
+pub mod dynamodb;
 pub mod item;
 pub mod primitives;
 pub mod sqlite;
@@ -69,6 +70,7 @@ pub struct Versioned<T> {
 
 pub enum Backend {
     Sqlite(sqlite::SqliteStore),
+    DynamoDb(dynamodb::DynamoStore),
 }
 
 /// The typed store.
@@ -103,16 +105,67 @@ impl Store {
         Self { backend }
     }
 
+    /// Opens the store the configuration selects (`sqlite:PATH` or `dynamodb:URL`),
+    /// creating the SQLite table if needed; a missing DynamoDB table is reported on first use.
+    pub async fn open(
+        selection: &stratus_contracts::config::StoreSelection,
+        prefix: &str,
+    ) -> Result<Self> {
+        use stratus_contracts::config::StoreSelection;
+        Ok(match selection {
+            StoreSelection::Sqlite(path) => {
+                Self::new(Backend::Sqlite(sqlite::SqliteStore::open(path, prefix)?))
+            }
+            StoreSelection::DynamoDb(url) => Self::new(Backend::DynamoDb(
+                dynamodb::DynamoStore::connect(url, prefix, Default::default()).await?,
+            )),
+        })
+    }
+
     async fn get_item(&self, kind: &'static str, id: Uuid) -> Result<Option<Item>> {
         match &self.backend {
             Backend::Sqlite(s) => s.get(kind, id).await,
+            Backend::DynamoDb(d) => d.get(kind, id).await,
         }
     }
 
     pub(crate) async fn write(&self, writes: Vec<Write>) -> Result<()> {
+        // One write per item, as DynamoDB requires, so that both backends accept the same transactions.
+        let mut targets = std::collections::HashSet::new();
+        for w in &writes {
+            let (kind, id, _) = w.target();
+            if !targets.insert((kind, id)) {
+                return Err(StoreError::Invalid(format!(
+                    "a transaction may write {kind} {id} only once"
+                )));
+            }
+        }
         match &self.backend {
             Backend::Sqlite(s) => s.transact(writes).await,
+            Backend::DynamoDb(d) => d.transact(writes).await,
         }
+    }
+
+    /// Like [`Store::list`], for callers that only look for candidates and decide
+    /// with conditional writes (on DynamoDB the index may lag).
+    pub(crate) async fn candidates<T: Object>(
+        &self,
+        index: &Index,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Page<Versioned<T>>> {
+        let page = match &self.backend {
+            Backend::Sqlite(s) => s.query(T::KIND, index, after, limit).await?,
+            Backend::DynamoDb(d) => d.candidates(T::KIND, index, after, limit).await?,
+        };
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(from_item)
+                .collect::<Result<_>>()?,
+            next: page.next,
+        })
     }
 
     pub async fn get<T: Object>(&self, id: Id<T>) -> Result<Option<Versioned<T>>> {
@@ -160,6 +213,7 @@ impl Store {
     ) -> Result<Page<Versioned<T>>> {
         let page = match &self.backend {
             Backend::Sqlite(s) => s.query(T::KIND, index, after, limit).await?,
+            Backend::DynamoDb(d) => d.query(T::KIND, index, after, limit).await?,
         };
         Ok(Page {
             items: page

@@ -171,7 +171,7 @@ impl Store {
         let mut after = None;
         loop {
             let page = self
-                .list::<IpAddress>(&Index::Network(network.id.uuid()), after, 1000)
+                .candidates::<IpAddress>(&Index::Network(network.id.uuid()), after, 1000)
                 .await?;
             taken.extend(page.items.into_iter().map(|v| v.value.address));
             match page.next {

@@ -1,0 +1,536 @@
+//! The DynamoDB backend (aws-sdk-dynamodb, serde_dynamo).
+//!
+//! ## Table design
+//! One table, `<prefix>items`, on-demand billing:
+//!
+//! | attribute | what |
+//! |---|---|
+//! | `pk` (hash key) | `<kind>#<id>` |
+//! | `kind`, `id` | the item's kind and id (`id` is every index's sort key) |
+//! | `version` | optimistic concurrency: 1 at creation, +1 per update |
+//! | `doc` | the object, a map (serde_dynamo) |
+//! | `account_key`, `zone_key`, `host_key`, `network_key`, `state_key` | `<kind>#<value>`, present only when the object has that key (sparse indexes) |
+//!
+//! Access patterns: by id (GetItem on `pk`, consistent); all of a kind
+//! (GSI `by_kind`: `kind`, `id`); by account, zone, host, network or state
+//! (GSIs `by_account` … `by_state`: `<name>_key`, `id`). Every listing is one
+//! index Query in id order, paged with `id > :after`, as on SQLite.
+//!
+//! Correctness never rests on an index: indexes are eventually consistent, so
+//! they only find candidates; reads that decide go to the base table with
+//! consistent reads, and claims are conditional writes (`attribute_not_exists`,
+//! `version = :v`) inside TransactWriteItems. Transaction conflicts and
+//! throttling are retried with jittered backoff.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    TransactWriteItem,
+};
+use std::collections::HashMap;
+use stratus_model::{KINDS, Keys};
+use uuid::Uuid;
+
+use crate::item::{Condition, Index, Item, Page, Write};
+use crate::{Result, StoreError};
+
+/// TransactWriteItems' limit.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Retries of a transient failure (transaction conflict, throttling) before giving up.
+const MAX_TRANSIENT_RETRIES: u32 = 30;
+
+const INDEXES: [(&str, &str); 6] = [
+    ("by_kind", "kind"),
+    ("by_account", "account_key"),
+    ("by_zone", "zone_key"),
+    ("by_host", "host_key"),
+    ("by_network", "network_key"),
+    ("by_state", "state_key"),
+];
+
+/// Faults to inject, for running the conformance suite against what moto
+/// never does: transaction conflicts, throttling, and stale index reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Chance that a transaction is cancelled with `TransactionConflict`.
+    pub transaction_conflict: f64,
+    /// Chance that a call is throttled.
+    pub throttling: f64,
+    /// Chance that a candidate scan misses an item (index lag).
+    pub stale_index: f64,
+}
+
+impl Faults {
+    fn roll(p: f64) -> bool {
+        p > 0.0 && rand::random::<f64>() < p
+    }
+}
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    faults: Faults,
+}
+
+#[derive(Debug)]
+enum Failure {
+    Transient(String),
+    Fatal(StoreError),
+}
+
+fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(table: &str, e: &SdkError<E>) -> Failure {
+    let code = e.code().unwrap_or_default();
+    match code {
+        "ResourceNotFoundException" => Failure::Fatal(StoreError::MissingTable {
+            table: table.to_string(),
+            how: "create it with stratus_store::dynamodb::DynamoStore::create_table (the local runner does at start-up)".into(),
+        }),
+        "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded" | "InternalServerError" => {
+            Failure::Transient(code.to_string())
+        }
+        _ => match e {
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Failure::Transient(format!("{e:?}")),
+            _ => Failure::Fatal(StoreError::Backend(format!("DynamoDB: {code}: {}", e.message().unwrap_or(&format!("{e:?}"))))),
+        },
+    }
+}
+
+async fn backoff(attempt: u32) {
+    let ceiling = 10u64.saturating_mul(1 << attempt.min(7));
+    tokio::time::sleep(Duration::from_millis(1 + rand::random::<u64>() % ceiling)).await;
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn static_kind(kind: &str) -> Option<&'static str> {
+    KINDS.iter().find(|k| **k == kind).copied()
+}
+
+impl DynamoStore {
+    /// Connects to `endpoint` (moto, or AWS's regional endpoint). Credentials and
+    /// region come from the environment when set (as on Lambda), otherwise
+    /// static local ones for an emulator.
+    pub async fn connect(endpoint: &str, prefix: &str, faults: Faults) -> Result<Self> {
+        use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .endpoint_url(endpoint);
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            loader = loader.credentials_provider(Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "stratus-local",
+            ));
+        }
+        let config = loader.load().await;
+        let table = format!("{prefix}items");
+        if !table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(StoreError::Backend(format!(
+                "table prefix {prefix:?} may hold only letters, digits, _, - and ."
+            )));
+        }
+        Ok(Self {
+            client: Client::new(&config),
+            table,
+            faults,
+        })
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table and its indexes from the one definition above; safe to repeat.
+    pub async fn create_table(&self) -> Result<()> {
+        let mut req = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(backend)?,
+            );
+        let mut attributes = vec!["pk", "id"];
+        for (index, key) in INDEXES {
+            attributes.push(key);
+            req = req.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index)
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(key)
+                            .key_type(KeyType::Hash)
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name("id")
+                            .key_type(KeyType::Range)
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(backend)?,
+            );
+        }
+        for a in attributes {
+            req = req.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(a)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(backend)?,
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ResourceInUseException") => Ok(()),
+            Err(e) => Err(StoreError::Backend(format!(
+                "creating table {}: {}",
+                self.table,
+                e.message().unwrap_or(&format!("{e:?}"))
+            ))),
+        }
+    }
+
+    fn to_attributes(item: &Item) -> Result<HashMap<String, AttributeValue>> {
+        let doc: serde_json::Value = serde_json::from_str(&item.doc).map_err(backend)?;
+        let doc: AttributeValue = serde_dynamo::to_attribute_value(doc).map_err(backend)?;
+        let mut a = HashMap::from([
+            ("pk".to_string(), s(format!("{}#{}", item.kind, item.id))),
+            ("kind".to_string(), s(item.kind)),
+            ("id".to_string(), s(item.id.to_string())),
+            (
+                "version".to_string(),
+                AttributeValue::N(item.version.to_string()),
+            ),
+            ("doc".to_string(), doc),
+        ]);
+        let k = &item.keys;
+        let keyed = |v: &Option<String>| v.as_ref().map(|v| s(format!("{}#{v}", item.kind)));
+        for (name, value) in [
+            ("account_key", keyed(&k.account.map(|u| u.to_string()))),
+            ("zone_key", keyed(&k.zone.map(|u| u.to_string()))),
+            ("host_key", keyed(&k.host.map(|u| u.to_string()))),
+            ("network_key", keyed(&k.network.map(|u| u.to_string()))),
+            ("state_key", keyed(&k.state)),
+        ] {
+            if let Some(v) = value {
+                a.insert(name.to_string(), v);
+            }
+        }
+        Ok(a)
+    }
+
+    fn from_attributes(kind: &'static str, a: &HashMap<String, AttributeValue>) -> Result<Item> {
+        let text = |name: &str| a.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let id_text = text("id").unwrap_or_default();
+        let id = Uuid::parse_str(&id_text).map_err(|_| StoreError::Decode {
+            kind,
+            id: Uuid::nil(),
+            error: format!("item {kind}#{id_text}: field id is not a UUID"),
+        })?;
+        let decode = |field: &str, why: &str| StoreError::Decode {
+            kind,
+            id,
+            error: format!("field {field}: {why}"),
+        };
+        let version = a
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| decode("version", "missing or not a whole number"))?;
+        let doc = a.get("doc").ok_or_else(|| decode("doc", "missing"))?;
+        let doc: serde_json::Value = serde_dynamo::from_attribute_value(doc.clone())
+            .map_err(|e| decode("doc", &e.to_string()))?;
+        let key_value =
+            |name: &str| text(name).and_then(|v| v.split_once('#').map(|(_, v)| v.to_string()));
+        let uuid_key = |name: &str| key_value(name).and_then(|v| Uuid::parse_str(&v).ok());
+        Ok(Item {
+            kind,
+            id,
+            version,
+            keys: Keys {
+                account: uuid_key("account_key"),
+                zone: uuid_key("zone_key"),
+                host: uuid_key("host_key"),
+                network: uuid_key("network_key"),
+                state: key_value("state_key"),
+            },
+            doc: doc.to_string(),
+        })
+    }
+
+    /// A consistent read by id.
+    pub async fn get(&self, kind: &'static str, id: Uuid) -> Result<Option<Item>> {
+        let mut attempt = 0;
+        loop {
+            let result = if Faults::roll(self.faults.throttling) {
+                Err(Failure::Transient("ThrottlingException (injected)".into()))
+            } else {
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(format!("{kind}#{id}")))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&self.table, &e))
+            };
+            match result {
+                Ok(out) => {
+                    return out
+                        .item()
+                        .map(|a| Self::from_attributes(kind, a))
+                        .transpose();
+                }
+                Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
+                    tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(Failure::Transient(why)) => {
+                    return Err(StoreError::Backend(format!(
+                        "DynamoDB: still failing after {attempt} retries: {why}"
+                    )));
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Applies every write or none (TransactWriteItems).
+    pub async fn transact(&self, writes: Vec<Write>) -> Result<()> {
+        if writes.len() > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::Invalid(format!(
+                "a transaction holds at most {MAX_TRANSACTION_ITEMS} writes, not {}",
+                writes.len()
+            )));
+        }
+        let mut items = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let (kind, id, condition) = w.target();
+            let (expr, values) = match condition {
+                Condition::Any => (None, None),
+                Condition::Absent => (Some("attribute_not_exists(pk)".to_string()), None),
+                Condition::Version(v) => (
+                    Some("version = :expected".to_string()),
+                    Some(HashMap::from([(
+                        ":expected".to_string(),
+                        AttributeValue::N(v.to_string()),
+                    )])),
+                ),
+            };
+            let key = HashMap::from([("pk".to_string(), s(format!("{kind}#{id}")))]);
+            let item = match w {
+                Write::Put { item, .. } => TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(Self::to_attributes(item)?))
+                            .set_condition_expression(expr)
+                            .set_expression_attribute_values(values)
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .build(),
+                Write::Delete { .. } => TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key))
+                            .set_condition_expression(expr)
+                            .set_expression_attribute_values(values)
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .build(),
+                Write::Check { .. } => TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key))
+                            .condition_expression(expr.unwrap_or_else(|| {
+                                "attribute_exists(pk) OR attribute_not_exists(pk)".into()
+                            }))
+                            .set_expression_attribute_values(values)
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .build(),
+            };
+            items.push(item);
+        }
+        let mut attempt = 0;
+        loop {
+            let outcome = if Faults::roll(self.faults.transaction_conflict) {
+                Err(Failure::Transient("TransactionConflict (injected)".into()))
+            } else if Faults::roll(self.faults.throttling) {
+                Err(Failure::Transient("ThrottlingException (injected)".into()))
+            } else {
+                match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) => match e.as_service_error() {
+                        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) => {
+                            let reasons: Vec<String> = c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect();
+                            if let Some(i) = reasons.iter().position(|r| r == "ConditionalCheckFailed") {
+                                let (kind, id, expected) = writes[i].target();
+                                let found = self.get(kind, id).await?.map(|item| item.version);
+                                return Err(StoreError::Conflict { kind, id, expected, found });
+                            }
+                            Err(Failure::Transient(format!("transaction cancelled: {reasons:?}")))
+                        }
+                        _ => Err(classify(&self.table, &e)),
+                    },
+                }
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
+                    tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(Failure::Transient(why)) => {
+                    return Err(StoreError::Backend(format!(
+                        "DynamoDB: still failing after {attempt} retries: {why}"
+                    )));
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// One page of `kind` by `index`, in id order, after `after` (an index Query).
+    pub async fn query(
+        &self,
+        kind: &'static str,
+        index: &Index,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Page<Item>> {
+        self.query_inner(kind, index, after, limit, false).await
+    }
+
+    /// Like `query`, for callers that only look for candidates and decide with
+    /// conditional writes; under fault injection it may miss items, as a lagging index does.
+    pub async fn candidates(
+        &self,
+        kind: &'static str,
+        index: &Index,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Page<Item>> {
+        self.query_inner(kind, index, after, limit, true).await
+    }
+
+    async fn query_inner(
+        &self,
+        kind: &'static str,
+        index: &Index,
+        after: Option<Uuid>,
+        limit: usize,
+        candidates: bool,
+    ) -> Result<Page<Item>> {
+        let (index_name, attribute, value) = match index {
+            Index::All => ("by_kind", "kind", kind.to_string()),
+            Index::Account(u) => ("by_account", "account_key", format!("{kind}#{u}")),
+            Index::Zone(u) => ("by_zone", "zone_key", format!("{kind}#{u}")),
+            Index::Host(u) => ("by_host", "host_key", format!("{kind}#{u}")),
+            Index::Network(u) => ("by_network", "network_key", format!("{kind}#{u}")),
+            Index::State(st) => ("by_state", "state_key", format!("{kind}#{st}")),
+        };
+        let mut items: Vec<Item> = Vec::with_capacity(limit + 1);
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let mut attempt = 0;
+        loop {
+            let result = if Faults::roll(self.faults.throttling) {
+                Err(Failure::Transient("ThrottlingException (injected)".into()))
+            } else {
+                // DynamoDB takes no empty string in a key condition: without a cursor, no `id >`.
+                let query = match after {
+                    Some(a) => self
+                        .client
+                        .query()
+                        .key_condition_expression("#k = :k AND #id > :after")
+                        .expression_attribute_names("#id", "id")
+                        .expression_attribute_values(":after", s(a.to_string())),
+                    None => self.client.query().key_condition_expression("#k = :k"),
+                };
+                query
+                    .table_name(&self.table)
+                    .index_name(index_name)
+                    .expression_attribute_names("#k", attribute)
+                    .expression_attribute_values(":k", s(value.clone()))
+                    .limit((limit + 1 - items.len()) as i32)
+                    .set_exclusive_start_key(start.clone())
+                    .send()
+                    .await
+                    .map_err(|e| classify(&self.table, &e))
+            };
+            match result {
+                Ok(out) => {
+                    for a in out.items() {
+                        if candidates && Faults::roll(self.faults.stale_index) {
+                            continue;
+                        }
+                        let item_kind = a
+                            .get("kind")
+                            .and_then(|v| v.as_s().ok())
+                            .and_then(|k| static_kind(k))
+                            .unwrap_or(kind);
+                        items.push(Self::from_attributes(item_kind, a)?);
+                    }
+                    start = out.last_evaluated_key().cloned();
+                    if start.is_none() || items.len() > limit {
+                        break;
+                    }
+                }
+                Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
+                    tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(Failure::Transient(why)) => {
+                    return Err(StoreError::Backend(format!(
+                        "DynamoDB: still failing after {attempt} retries: {why}"
+                    )));
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|i| i.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
