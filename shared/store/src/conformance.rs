@@ -576,6 +576,77 @@ pub async fn racing_for_the_last_capacity(stores: &[Arc<Store>], racers: usize) 
     assert_eq!(h.cpu_allocated, 1000, "capacity held more than once");
 }
 
+/// CloudStack paging: `count` from counters kept with every write, pages by
+/// cursor on a walk and by keys-only skip on a cold jump, the same items either way.
+pub async fn paging_with_counts(stores: &[Arc<Store>]) {
+    use crate::PagePath;
+    let (store, cold) = (&stores[0], &stores[stores.len() - 1]);
+    let f = Fixture::default();
+    let by_account = Index::Account(f.account.uuid());
+    let mut vms = Vec::new();
+    for _ in 0..23 {
+        vms.push(store.create(&Vm::sample(&f)).await.unwrap());
+    }
+    assert_eq!(store.count::<Vm>(&by_account).await.unwrap(), 23);
+    let mut walked = Vec::new();
+    for (page, (len, path)) in [
+        (10, PagePath::First),
+        (10, PagePath::Cursor),
+        (3, PagePath::Cursor),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = store
+            .page::<Vm>(&by_account, page as u64 + 1, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.items.len(), p.path, p.count),
+            (len, path, 23),
+            "page {}",
+            page + 1
+        );
+        walked.extend(p.items.into_iter().map(|v| v.value.id));
+    }
+    let mut ids: Vec<Id<Vm>> = vms.iter().map(|v| v.value.id).collect();
+    ids.sort();
+    assert_eq!(walked, ids);
+    // A cold jump (another connection, nothing remembered) finds the same page.
+    let p = cold.page::<Vm>(&by_account, 3, 10).await.unwrap();
+    assert_eq!(p.path, PagePath::Skip);
+    assert_eq!(
+        p.items.iter().map(|v| v.value.id).collect::<Vec<_>>(),
+        ids[20..].to_vec()
+    );
+    let past = cold.page::<Vm>(&by_account, 4, 10).await.unwrap();
+    assert!(past.items.is_empty());
+    assert_eq!(past.count, 23);
+    // Counters follow deletes and state changes.
+    store.delete(&vms[0]).await.unwrap();
+    assert_eq!(store.count::<Vm>(&by_account).await.unwrap(), 22);
+    let running = Index::State(state_name(&VmState::Running));
+    let stopped = Index::State(state_name(&VmState::Stopped));
+    let (r0, s0) = (
+        store.count::<Vm>(&running).await.unwrap(),
+        store.count::<Vm>(&stopped).await.unwrap(),
+    );
+    let mut stop = vms[1].clone();
+    stop.value.state = VmState::Stopped;
+    store.update(&stop).await.unwrap();
+    assert_eq!(store.count::<Vm>(&running).await.unwrap(), r0 - 1);
+    assert_eq!(store.count::<Vm>(&stopped).await.unwrap(), s0 + 1);
+    // A failed transaction moves no counter.
+    let mut tx = Transaction::new();
+    tx.create(&Vm::sample(&f)).check(vms[1].value.id, 99);
+    assert!(store.transact(tx).await.is_err());
+    assert_eq!(store.count::<Vm>(&by_account).await.unwrap(), 22);
+    assert!(matches!(
+        store.page::<Vm>(&by_account, 0, 10).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 /// Everything above, in order. `stores` are separate connections to one store.
 pub async fn run_all(stores: &[Arc<Store>]) {
     let store = &stores[0];
@@ -590,4 +661,5 @@ pub async fn run_all(stores: &[Arc<Store>]) {
     capacity_reservation(store).await;
     racing_for_the_last_address(stores, 50).await;
     racing_for_the_last_capacity(stores, 50).await;
+    paging_with_counts(stores).await;
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::Update;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
@@ -35,7 +36,7 @@ use std::collections::HashMap;
 use stratus_model::{KINDS, Keys};
 use uuid::Uuid;
 
-use crate::item::{Condition, Index, Item, Page, Write};
+use crate::item::{Condition, CounterKey, Index, Item, Page, Write, counter_deltas};
 use crate::{Result, StoreError};
 
 /// TransactWriteItems' limit.
@@ -321,18 +322,71 @@ impl DynamoStore {
         }
     }
 
-    /// Applies every write or none (TransactWriteItems).
+    /// Applies every write or none (TransactWriteItems), with the counters the
+    /// writes move. The current version and keys of each written item are read
+    /// first (consistently); a write whose caller accepted any version is pinned
+    /// to the version read, so that a write in between fails the transaction
+    /// (and this retries it) instead of letting the counters drift.
     pub async fn transact(&self, writes: Vec<Write>) -> Result<()> {
-        if writes.len() > MAX_TRANSACTION_ITEMS {
-            return Err(StoreError::Invalid(format!(
-                "a transaction holds at most {MAX_TRANSACTION_ITEMS} writes, not {}",
-                writes.len()
-            )));
+        let mut attempt = 0;
+        loop {
+            match self.transact_once(&writes).await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
+                    tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(Failure::Transient(why)) => {
+                    return Err(StoreError::Backend(format!(
+                        "DynamoDB: still failing after {attempt} retries: {why}"
+                    )));
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
         }
+    }
+
+    async fn transact_once(&self, writes: &[Write]) -> std::result::Result<(), Failure> {
         let mut items = Vec::with_capacity(writes.len());
-        for w in &writes {
+        let mut deltas = std::collections::BTreeMap::new();
+        let mut pinned = Vec::with_capacity(writes.len());
+        for w in writes {
             let (kind, id, condition) = w.target();
-            let (expr, values) = match condition {
+            let current = self.get(kind, id).await.map_err(Failure::Fatal)?;
+            let found = current.as_ref().map(|i| i.version);
+            let holds = match condition {
+                Condition::Any => true,
+                Condition::Absent => found.is_none(),
+                Condition::Version(v) => found == Some(v),
+            };
+            if !holds {
+                return Err(Failure::Fatal(StoreError::Conflict {
+                    kind,
+                    id,
+                    expected: condition,
+                    found,
+                }));
+            }
+            let effective = match (condition, found) {
+                (Condition::Any, Some(v)) => Condition::Version(v),
+                (Condition::Any, None) => Condition::Absent,
+                (c, _) => c,
+            };
+            pinned.push(condition == Condition::Any);
+            match w {
+                Write::Put { item, .. } => counter_deltas(
+                    kind,
+                    current.as_ref().map(|i| &i.keys),
+                    Some(&item.keys),
+                    &mut deltas,
+                ),
+                Write::Delete { .. } => {
+                    counter_deltas(kind, current.as_ref().map(|i| &i.keys), None, &mut deltas)
+                }
+                Write::Check { .. } => {}
+            }
+            let (expr, values) = match effective {
                 Condition::Any => (None, None),
                 Condition::Absent => (Some("attribute_not_exists(pk)".to_string()), None),
                 Condition::Version(v) => (
@@ -349,11 +403,11 @@ impl DynamoStore {
                     .put(
                         Put::builder()
                             .table_name(&self.table)
-                            .set_item(Some(Self::to_attributes(item)?))
+                            .set_item(Some(Self::to_attributes(item).map_err(Failure::Fatal)?))
                             .set_condition_expression(expr)
                             .set_expression_attribute_values(values)
                             .build()
-                            .map_err(backend)?,
+                            .map_err(|e| Failure::Fatal(backend(e)))?,
                     )
                     .build(),
                 Write::Delete { .. } => TransactWriteItem::builder()
@@ -364,7 +418,7 @@ impl DynamoStore {
                             .set_condition_expression(expr)
                             .set_expression_attribute_values(values)
                             .build()
-                            .map_err(backend)?,
+                            .map_err(|e| Failure::Fatal(backend(e)))?,
                     )
                     .build(),
                 Write::Check { .. } => TransactWriteItem::builder()
@@ -377,48 +431,126 @@ impl DynamoStore {
                             }))
                             .set_expression_attribute_values(values)
                             .build()
-                            .map_err(backend)?,
+                            .map_err(|e| Failure::Fatal(backend(e)))?,
                     )
                     .build(),
             };
             items.push(item);
         }
-        let mut attempt = 0;
-        loop {
-            let outcome = if Faults::roll(self.faults.transaction_conflict) {
-                Err(Failure::Transient("TransactionConflict (injected)".into()))
-            } else if Faults::roll(self.faults.throttling) {
-                Err(Failure::Transient("ThrottlingException (injected)".into()))
-            } else {
-                match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
-                    Ok(_) => Ok(()),
-                    Err(e) => match e.as_service_error() {
-                        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) => {
-                            let reasons: Vec<String> = c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect();
-                            if let Some(i) = reasons.iter().position(|r| r == "ConditionalCheckFailed") {
-                                let (kind, id, expected) = writes[i].target();
-                                let found = self.get(kind, id).await?.map(|item| item.version);
-                                return Err(StoreError::Conflict { kind, id, expected, found });
-                            }
-                            Err(Failure::Transient(format!("transaction cancelled: {reasons:?}")))
+        for (c, delta) in &deltas {
+            items.push(
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .key("pk", s(counter_pk(c)))
+                            .update_expression("ADD n :d")
+                            .expression_attribute_values(":d", AttributeValue::N(delta.to_string()))
+                            .build()
+                            .map_err(|e| Failure::Fatal(backend(e)))?,
+                    )
+                    .build(),
+            );
+        }
+        if items.len() > MAX_TRANSACTION_ITEMS {
+            return Err(Failure::Fatal(StoreError::Invalid(format!(
+                "a transaction holds at most {MAX_TRANSACTION_ITEMS} writes on DynamoDB; these {} writes and their {} counters make {}",
+                writes.len(),
+                deltas.len(),
+                items.len()
+            ))));
+        }
+        if Faults::roll(self.faults.transaction_conflict) {
+            return Err(Failure::Transient("TransactionConflict (injected)".into()));
+        }
+        if Faults::roll(self.faults.throttling) {
+            return Err(Failure::Transient("ThrottlingException (injected)".into()));
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) => {
+                    let reasons: Vec<String> = c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect();
+                    match reasons.iter().position(|r| r == "ConditionalCheckFailed") {
+                        // A write pinned by us lost a race: read again and retry.
+                        Some(i) if i < writes.len() && pinned[i] => Err(Failure::Transient("a write changed the item meanwhile".into())),
+                        Some(i) if i < writes.len() => {
+                            let (kind, id, expected) = writes[i].target();
+                            let found = self.get(kind, id).await.map_err(Failure::Fatal)?.map(|item| item.version);
+                            Err(Failure::Fatal(StoreError::Conflict { kind, id, expected, found }))
                         }
-                        _ => Err(classify(&self.table, &e)),
-                    },
+                        _ => Err(Failure::Transient(format!("transaction cancelled: {reasons:?}"))),
+                    }
                 }
-            };
-            match outcome {
-                Ok(()) => return Ok(()),
-                Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
-                    tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(Failure::Transient(why)) => {
-                    return Err(StoreError::Backend(format!(
-                        "DynamoDB: still failing after {attempt} retries: {why}"
-                    )));
-                }
-                Err(Failure::Fatal(e)) => return Err(e),
+                _ => Err(classify(&self.table, &e)),
+            },
+        }
+    }
+
+    /// How many items a counter holds (one consistent read).
+    pub async fn count(&self, counter: CounterKey) -> Result<u64> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(counter_pk(&counter)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| match classify(&self.table, &e) {
+                Failure::Fatal(e) => e,
+                Failure::Transient(why) => StoreError::Backend(why),
+            })?;
+        let n = out
+            .item()
+            .and_then(|a| a.get("n"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok())
+            .unwrap_or(0);
+        Ok(n.max(0) as u64)
+    }
+
+    /// The id of the `position`-th (0-based) item of `kind` by `index`, in id
+    /// order: a Query that returns ids only, skipping `position` items.
+    pub async fn id_at(
+        &self,
+        kind: &'static str,
+        index: &Index,
+        position: u64,
+    ) -> Result<Option<Uuid>> {
+        let (index_name, attribute, value) = index_query(kind, index);
+        let mut skipped = 0u64;
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index_name)
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", attribute)
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_values(":k", s(value.clone()))
+                .projection_expression("#id")
+                .set_exclusive_start_key(start.clone())
+                .send()
+                .await
+                .map_err(|e| match classify(&self.table, &e) {
+                    Failure::Fatal(e) => e,
+                    Failure::Transient(why) => StoreError::Backend(why),
+                })?;
+            let page = out.items();
+            if skipped + page.len() as u64 > position {
+                let id = page[(position - skipped) as usize]
+                    .get("id")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|i| Uuid::parse_str(i).ok());
+                return Ok(id);
+            }
+            skipped += page.len() as u64;
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(None);
             }
         }
     }
@@ -454,14 +586,7 @@ impl DynamoStore {
         limit: usize,
         candidates: bool,
     ) -> Result<Page<Item>> {
-        let (index_name, attribute, value) = match index {
-            Index::All => ("by_kind", "kind", kind.to_string()),
-            Index::Account(u) => ("by_account", "account_key", format!("{kind}#{u}")),
-            Index::Zone(u) => ("by_zone", "zone_key", format!("{kind}#{u}")),
-            Index::Host(u) => ("by_host", "host_key", format!("{kind}#{u}")),
-            Index::Network(u) => ("by_network", "network_key", format!("{kind}#{u}")),
-            Index::State(st) => ("by_state", "state_key", format!("{kind}#{st}")),
-        };
+        let (index_name, attribute, value) = index_query(kind, index);
         let mut items: Vec<Item> = Vec::with_capacity(limit + 1);
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         let mut attempt = 0;
@@ -529,6 +654,22 @@ impl DynamoStore {
         };
         Ok(Page { items, next })
     }
+}
+
+fn index_query(kind: &'static str, index: &Index) -> (&'static str, &'static str, String) {
+    match index {
+        Index::All => ("by_kind", "kind", kind.to_string()),
+        Index::Account(u) => ("by_account", "account_key", format!("{kind}#{u}")),
+        Index::Zone(u) => ("by_zone", "zone_key", format!("{kind}#{u}")),
+        Index::Host(u) => ("by_host", "host_key", format!("{kind}#{u}")),
+        Index::Network(u) => ("by_network", "network_key", format!("{kind}#{u}")),
+        Index::State(st) => ("by_state", "state_key", format!("{kind}#{st}")),
+    }
+}
+
+/// Counters live in the same table, outside every index (they have no `kind` or `*_key`).
+fn counter_pk(c: &CounterKey) -> String {
+    format!("counter#{}#{}#{}", c.kind, c.index, c.value)
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {

@@ -68,6 +68,57 @@ pub struct Versioned<T> {
     pub version: u64,
 }
 
+/// How [`Store::page`] found where its page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagePath {
+    /// Page 1: from the start.
+    First,
+    /// After the last id of the page before, remembered when it was served.
+    Cursor,
+    /// A keys-only skip to the page's position (a cold random jump).
+    Skip,
+}
+
+/// A CloudStack page: its items and `count`, the number of all matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage<T> {
+    pub items: Vec<Versioned<T>>,
+    pub count: u64,
+    pub path: PagePath,
+}
+
+type CursorKey = (&'static str, Index, usize, u64);
+
+/// Where pages start, remembered for sequential walks (`cs` walks 1, 2, 3 …).
+#[derive(Default)]
+struct Cursors {
+    map: std::sync::Mutex<std::collections::HashMap<CursorKey, (Uuid, std::time::Instant)>>,
+}
+
+impl Cursors {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(60);
+    const MAX: usize = 4096;
+
+    fn get(&self, key: &CursorKey) -> Option<Uuid> {
+        let map = self.map.lock().ok()?;
+        map.get(key)
+            .filter(|(_, at)| at.elapsed() < Self::TTL)
+            .map(|(id, _)| *id)
+    }
+
+    fn put(&self, key: CursorKey, id: Uuid) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= Self::MAX {
+                map.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+                if map.len() >= Self::MAX {
+                    map.clear();
+                }
+            }
+            map.insert(key, (id, std::time::Instant::now()));
+        }
+    }
+}
+
 pub enum Backend {
     Sqlite(sqlite::SqliteStore),
     DynamoDb(dynamodb::DynamoStore),
@@ -76,6 +127,7 @@ pub enum Backend {
 /// The typed store.
 pub struct Store {
     backend: Backend,
+    cursors: Cursors,
 }
 
 fn to_item<T: Object>(value: &T, version: u64) -> Item {
@@ -102,7 +154,70 @@ fn from_item<T: Object>(item: Item) -> Result<Versioned<T>> {
 
 impl Store {
     pub fn new(backend: Backend) -> Self {
-        Self { backend }
+        Self {
+            backend,
+            cursors: Cursors::default(),
+        }
+    }
+
+    /// How many objects of type `T` the index holds (a counter read, no scan).
+    pub async fn count<T: Object>(&self, index: &Index) -> Result<u64> {
+        let counter = index.counter(T::KIND);
+        match &self.backend {
+            Backend::Sqlite(s) => s.count(counter).await,
+            Backend::DynamoDb(d) => d.count(counter).await,
+        }
+    }
+
+    /// CloudStack's `page` (1-based) of `pagesize` objects by `index`, in id
+    /// order, with `count`. A sequential walk reads one page per call (the
+    /// cursor of page N+1 is remembered when page N is served); a cold jump to
+    /// page N skips (N-1) x pagesize keys without reading their documents.
+    pub async fn page<T: Object>(
+        &self,
+        index: &Index,
+        page: u64,
+        pagesize: usize,
+    ) -> Result<ListPage<T>> {
+        if page == 0 || pagesize == 0 {
+            return Err(StoreError::Invalid(format!(
+                "page {page} of size {pagesize}: both start at 1"
+            )));
+        }
+        let count = self.count::<T>(index).await?;
+        let (after, path) = if page == 1 {
+            (None, PagePath::First)
+        } else if let Some(cursor) = self.cursors.get(&(T::KIND, index.clone(), pagesize, page)) {
+            (Some(cursor), PagePath::Cursor)
+        } else {
+            let position = (page - 1) * pagesize as u64 - 1;
+            let id = match &self.backend {
+                Backend::Sqlite(s) => s.id_at(T::KIND, index, position).await?,
+                Backend::DynamoDb(d) => d.id_at(T::KIND, index, position).await?,
+            };
+            match id {
+                Some(id) => (Some(id), PagePath::Skip),
+                None => {
+                    return Ok(ListPage {
+                        items: Vec::new(),
+                        count,
+                        path: PagePath::Skip,
+                    });
+                }
+            }
+        };
+        let listed = self.list::<T>(index, after, pagesize).await?;
+        if let (Some(last), Some(_)) = (listed.items.last(), listed.next) {
+            self.cursors.put(
+                (T::KIND, index.clone(), pagesize, page + 1),
+                last.value.id(),
+            );
+        }
+        Ok(ListPage {
+            items: listed.items,
+            count,
+            path,
+        })
     }
 
     /// Opens the store the configuration selects (`sqlite:PATH` or `dynamodb:URL`),

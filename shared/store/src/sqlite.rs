@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use stratus_model::Keys;
 use uuid::Uuid;
 
-use crate::item::{Condition, Index, Item, Page, Write};
+use crate::item::{Condition, CounterKey, Index, Item, Page, Write, counter_deltas};
 use crate::{Result, StoreError};
 
 /// How long a busy handler keeps waiting for the write lock, in all.
@@ -73,6 +73,10 @@ impl SqliteStore {
                 doc TEXT NOT NULL,
                 PRIMARY KEY (kind, id)) WITHOUT ROWID;"
         );
+        ddl.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {table}_counters (kind TEXT NOT NULL, idx TEXT NOT NULL, value TEXT NOT NULL,
+                n INTEGER NOT NULL, PRIMARY KEY (kind, idx, value)) WITHOUT ROWID;"
+        ));
         for col in ["account", "zone", "host", "network", "state"] {
             ddl.push_str(&format!(
                 "CREATE INDEX IF NOT EXISTS {table}_by_{col} ON {table} (kind, {col}, id);"
@@ -119,14 +123,23 @@ impl SqliteStore {
     pub async fn transact(&self, writes: Vec<Write>) -> Result<()> {
         self.blocking(move |conn, table| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let mut deltas = std::collections::BTreeMap::new();
             for w in &writes {
                 let (kind, id, condition) = w.target();
-                let found: Option<u64> = tx
-                    .query_row(&format!("SELECT version FROM {table} WHERE kind = ?1 AND id = ?2"), params![kind, id.to_string()], |r| {
-                        r.get::<_, i64>(0).map(|v| v as u64)
-                    })
+                let current: Option<Item> = tx
+                    .query_row(
+                        &format!("SELECT version, account, zone, host, network, state, doc FROM {table} WHERE kind = ?1 AND id = ?2"),
+                        params![kind, id.to_string()],
+                        |r| row_item(kind, id, r),
+                    )
                     .optional()
                     .map_err(backend)?;
+                let found = current.as_ref().map(|i| i.version);
+                match w {
+                    Write::Put { item, .. } => counter_deltas(kind, current.as_ref().map(|i| &i.keys), Some(&item.keys), &mut deltas),
+                    Write::Delete { .. } => counter_deltas(kind, current.as_ref().map(|i| &i.keys), None, &mut deltas),
+                    Write::Check { .. } => {}
+                }
                 let holds = match condition {
                     Condition::Any => true,
                     Condition::Absent => found.is_none(),
@@ -167,6 +180,16 @@ impl SqliteStore {
                     Write::Check { .. } => {}
                 }
             }
+            for (c, delta) in &deltas {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {table}_counters (kind, idx, value, n) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (kind, idx, value) DO UPDATE SET n = n + excluded.n"
+                    ),
+                    params![c.kind, c.index, c.value, delta],
+                )
+                .map_err(backend)?;
+            }
             tx.commit().map_err(backend)
         })
         .await
@@ -180,14 +203,7 @@ impl SqliteStore {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Page<Item>> {
-        let (column, value) = match index {
-            Index::All => (None, None),
-            Index::Account(u) => (Some("account"), Some(u.to_string())),
-            Index::Zone(u) => (Some("zone"), Some(u.to_string())),
-            Index::Host(u) => (Some("host"), Some(u.to_string())),
-            Index::Network(u) => (Some("network"), Some(u.to_string())),
-            Index::State(s) => (Some("state"), Some(s.clone())),
-        };
+        let (column, value) = index_filter(index);
         self.blocking(move |conn, table| {
             let filter = column.map(|c| format!("AND {c} = ?2")).unwrap_or_default();
             let sql = format!(
@@ -225,6 +241,64 @@ impl SqliteStore {
             Ok(Page { items, next })
         })
         .await
+    }
+}
+
+impl SqliteStore {
+    /// How many items a counter holds (a single-row read).
+    pub async fn count(&self, counter: CounterKey) -> Result<u64> {
+        self.blocking(move |conn, table| {
+            let n: Option<i64> = conn
+                .query_row(
+                    &format!(
+                        "SELECT n FROM {table}_counters WHERE kind = ?1 AND idx = ?2 AND value = ?3"
+                    ),
+                    params![counter.kind, counter.index, counter.value],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            Ok(n.unwrap_or(0).max(0) as u64)
+        })
+        .await
+    }
+
+    /// The id of the `position`-th (0-based) item of `kind` by `index`, in id
+    /// order: an index-only scan of the covering index, reading no documents.
+    pub async fn id_at(
+        &self,
+        kind: &'static str,
+        index: &Index,
+        position: u64,
+    ) -> Result<Option<Uuid>> {
+        let (column, value) = index_filter(index);
+        self.blocking(move |conn, table| {
+            let filter = column.map(|c| format!("AND {c} = ?2")).unwrap_or_default();
+            let sql = format!(
+                "SELECT id FROM {table} WHERE kind = ?1 {filter} ORDER BY id LIMIT 1 OFFSET ?3"
+            );
+            let id: Option<String> = conn
+                .query_row(
+                    &sql,
+                    params![kind, value.unwrap_or_default(), position as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            Ok(id.and_then(|i| Uuid::parse_str(&i).ok()))
+        })
+        .await
+    }
+}
+
+fn index_filter(index: &Index) -> (Option<&'static str>, Option<String>) {
+    match index {
+        Index::All => (None, None),
+        Index::Account(u) => (Some("account"), Some(u.to_string())),
+        Index::Zone(u) => (Some("zone"), Some(u.to_string())),
+        Index::Host(u) => (Some("host"), Some(u.to_string())),
+        Index::Network(u) => (Some("network"), Some(u.to_string())),
+        Index::State(s) => (Some("state"), Some(s.clone())),
     }
 }
 
