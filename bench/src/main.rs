@@ -11,6 +11,7 @@ use stratus_contracts::topology::{QueueArguments, QueueType};
 
 mod runner_bench;
 mod stats;
+mod store_bench;
 use stats::Summary;
 
 #[derive(Parser)]
@@ -34,6 +35,22 @@ enum Bench {
         #[arg(long, default_value_t = 512)]
         payload: usize,
     },
+    /// The data service's store: operations, then CloudStack paging with counts.
+    Store {
+        /// `sqlite` or `dynamodb`.
+        #[arg(long, default_value = "sqlite")]
+        backend: String,
+        /// The DynamoDB endpoint (moto's server in tests).
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        endpoint: String,
+        #[arg(long, default_value_t = 2000)]
+        ops: usize,
+        /// VMs in the paging test (100,000 on SQLite, 10,000 on moto).
+        #[arg(long)]
+        vms: Option<usize>,
+        #[arg(long, default_value_t = 500)]
+        pagesize: usize,
+    },
     /// The local runner and the diag function against a bare lapin consumer:
     /// drain throughput and added latency.
     Runner {
@@ -55,6 +72,27 @@ async fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::ConfirmLatency { messages, payload } => {
             confirm_latency(&cli.amqp_url, messages, payload).await
+        }
+        Bench::Store {
+            backend,
+            endpoint,
+            ops,
+            vms,
+            pagesize,
+        } => {
+            let vms = vms.unwrap_or(if backend == "dynamodb" {
+                10_000
+            } else {
+                100_000
+            });
+            store_bench::run(store_bench::Options {
+                backend,
+                endpoint,
+                ops,
+                vms,
+                pagesize,
+            })
+            .await
         }
         Bench::Runner {
             messages,

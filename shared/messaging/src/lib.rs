@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod function;
 pub mod harness;
 pub mod logging;
+pub mod outbox;
 pub mod publisher;
 pub mod rmq_event;
 

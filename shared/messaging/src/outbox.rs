@@ -1,0 +1,75 @@
+//! Envelopes in the data service's outbox: a message that follows from a state
+//! change is written as an [`OutboxMessage`] in the same transaction, published
+//! right after the commit, and republished by the relay if that publish never
+//! happened, always with its own message id.
+
+use chrono::{TimeZone, Utc};
+use stratus_model::{Id, OutboxMessage};
+use uuid::Uuid;
+
+use crate::envelope::Envelope;
+use crate::publisher::Outgoing;
+
+/// The outbox row for `envelope`, to go to `exchange` with `routing_key`.
+pub fn to_outbox(exchange: &str, routing_key: &str, envelope: &Envelope) -> OutboxMessage {
+    OutboxMessage {
+        id: Id::from_uuid(envelope.message_id),
+        exchange: exchange.to_string(),
+        routing_key: routing_key.to_string(),
+        message_type: envelope.message_type.clone(),
+        correlation_id: envelope.correlation_id.clone(),
+        causation_id: envelope.causation_id,
+        job_id: envelope.job_id.clone(),
+        traceparent: envelope.traceparent.clone(),
+        attempt: envelope.attempt,
+        created: envelope.created_at,
+        body: String::from_utf8_lossy(&envelope.body).into_owned(),
+    }
+}
+
+/// The envelope an outbox row carries.
+pub fn envelope_of(m: &OutboxMessage) -> Envelope {
+    Envelope {
+        message_id: m.id.uuid(),
+        message_type: m.message_type.clone(),
+        correlation_id: m.correlation_id.clone(),
+        causation_id: m.causation_id,
+        job_id: m.job_id.clone(),
+        traceparent: m.traceparent.clone(),
+        attempt: m.attempt,
+        created_at: Utc
+            .timestamp_millis_opt(m.created.timestamp_millis())
+            .single()
+            .unwrap_or(m.created),
+        body: m.body.clone().into_bytes(),
+    }
+}
+
+/// The message to publish for an outbox row.
+pub fn outgoing(m: &OutboxMessage) -> Outgoing {
+    Outgoing::envelope(&m.exchange, &m.routing_key, &envelope_of(m))
+}
+
+/// The message id of an outbox row.
+pub fn message_id(m: &OutboxMessage) -> Uuid {
+    m.id.uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_contracts::message_types::diag;
+
+    #[test]
+    fn an_envelope_survives_the_outbox() {
+        let env = Envelope::new(diag::ECHO, &diag::Echo { text: "x".into() }).with_job_id("j");
+        let row = to_outbox("stratus.commands", diag::ECHO, &env);
+        assert_eq!(envelope_of(&row), env);
+        let out = outgoing(&row);
+        assert_eq!(
+            out.properties.message_id().as_ref().map(|s| s.to_string()),
+            Some(env.message_id.to_string())
+        );
+        assert_eq!(out.routing_key, diag::ECHO);
+    }
+}

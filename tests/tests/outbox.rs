@@ -1,0 +1,72 @@
+//! End to end: a message whose publisher died after the commit is republished
+//! by the outbox relay (a scheduled function under the runner), with its own id.
+
+use std::time::Duration;
+
+use stratus_contracts::message_types::diag;
+use stratus_contracts::names;
+use stratus_messaging::{Envelope, outbox};
+use stratus_model::samples::{Fixture, Sample};
+use stratus_model::{Account, AccountState};
+use stratus_store::{Store, Transaction};
+use stratus_tests::{Runner, RunnerOptions, TestEnv};
+
+#[tokio::test]
+async fn the_relay_republishes_what_a_dead_publisher_left() {
+    let env = TestEnv::new("outbox");
+    let store = Store::open(&env.config.store, &env.config.table_prefix)
+        .await
+        .unwrap();
+    // A state change and its message, committed together; nobody publishes it.
+    let f = Fixture::default();
+    let account = store.create(&Account::sample(&f)).await.unwrap();
+    let mut disabled = account.clone();
+    disabled.value.state = AccountState::Disabled;
+    let message = Envelope::new(
+        diag::ECHO,
+        &diag::Echo {
+            text: "from the outbox".into(),
+        },
+    )
+    .with_job_id("job-7");
+    let row = outbox::to_outbox(names::COMMANDS_EXCHANGE, diag::ECHO, &message);
+    let mut tx = Transaction::new();
+    tx.update(&disabled).enqueue(&row);
+    store.transact(tx).await.unwrap();
+
+    let connection = env.connect().await;
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: serde_json::json!({ "functions": [{
+                "name": "outbox-relay",
+                "binary": "stratus-fn-outbox-relay",
+                "max_instances": 1,
+                "environment": { "STRATUS_OUTBOX_GRACE_MS": "0" },
+                "triggers": [{ "type": "schedule", "expression": "rate(1 second)" }]
+            }]}),
+            topology: None,
+            extra_args: vec![],
+        },
+    );
+    let mut commands = env
+        .watch(&connection, names::COMMANDS_EXCHANGE, "diag.*")
+        .await;
+    let got = commands
+        .next(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("nothing republished; log:\n{}", runner.log()));
+    let got = Envelope::from_rmq(&got).unwrap();
+    assert_eq!(got.message_id, message.message_id);
+    assert_eq!(got.job_id.as_deref(), Some("job-7"));
+    assert_eq!(got.body, message.body);
+    // The row is gone once confirmed, so the next runs publish nothing more.
+    runner
+        .wait_for("two relay runs", Duration::from_secs(30), |s| {
+            s["functions"][0]["invocations"].as_u64() >= Some(3)
+        })
+        .await;
+    assert!(store.get(row.id).await.unwrap().is_none());
+    commands.expect_none(Duration::from_secs(2)).await;
+    assert!(runner.log().contains("republished from the outbox"));
+}
