@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::*;
 
 /// Ids the samples refer to, so that their keys are realistic.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Fixture {
     pub domain: Id<Domain>,
     pub account: Id<Account>,
@@ -21,24 +21,6 @@ pub struct Fixture {
     pub template: Id<Template>,
     pub offering: Id<ServiceOffering>,
     pub network_offering: Id<NetworkOffering>,
-}
-
-impl Default for Fixture {
-    fn default() -> Self {
-        Self {
-            domain: Id::new(),
-            account: Id::new(),
-            user: Id::new(),
-            zone: Id::new(),
-            pod: Id::new(),
-            cluster: Id::new(),
-            host: Id::new(),
-            network: Id::new(),
-            template: Id::new(),
-            offering: Id::new(),
-            network_offering: Id::new(),
-        }
-    }
 }
 
 /// A fresh sample object (a new id each time).

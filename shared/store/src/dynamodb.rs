@@ -100,6 +100,32 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(table: &str, e: &SdkError
     }
 }
 
+/// Runs `op` until it succeeds, fails for good, or has failed transiently
+/// (transaction conflict, throttling) `MAX_TRANSIENT_RETRIES` times, backing off between tries.
+async fn retrying<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
+                tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");
+                attempt += 1;
+                backoff(attempt).await;
+            }
+            Err(Failure::Transient(why)) => {
+                return Err(StoreError::Backend(format!(
+                    "DynamoDB: still failing after {attempt} retries: {why}"
+                )));
+            }
+            Err(Failure::Fatal(e)) => return Err(e),
+        }
+    }
+}
+
 async fn backoff(attempt: u32) {
     let ceiling = 10u64.saturating_mul(1 << attempt.min(7));
     tokio::time::sleep(Duration::from_millis(1 + rand::random::<u64>() % ceiling)).await;
@@ -286,40 +312,23 @@ impl DynamoStore {
 
     /// A consistent read by id.
     pub async fn get(&self, kind: &'static str, id: Uuid) -> Result<Option<Item>> {
-        let mut attempt = 0;
-        loop {
-            let result = if Faults::roll(self.faults.throttling) {
-                Err(Failure::Transient("ThrottlingException (injected)".into()))
-            } else {
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(format!("{kind}#{id}")))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| classify(&self.table, &e))
-            };
-            match result {
-                Ok(out) => {
-                    return out
-                        .item()
-                        .map(|a| Self::from_attributes(kind, a))
-                        .transpose();
-                }
-                Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
-                    tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(Failure::Transient(why)) => {
-                    return Err(StoreError::Backend(format!(
-                        "DynamoDB: still failing after {attempt} retries: {why}"
-                    )));
-                }
-                Err(Failure::Fatal(e)) => return Err(e),
+        let out = retrying(|| async {
+            if Faults::roll(self.faults.throttling) {
+                return Err(Failure::Transient("ThrottlingException (injected)".into()));
             }
-        }
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(format!("{kind}#{id}")))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| classify(&self.table, &e))
+        })
+        .await?;
+        out.item()
+            .map(|a| Self::from_attributes(kind, a))
+            .transpose()
     }
 
     /// Applies every write or none (TransactWriteItems), with the counters the
@@ -328,23 +337,7 @@ impl DynamoStore {
     /// to the version read, so that a write in between fails the transaction
     /// (and this retries it) instead of letting the counters drift.
     pub async fn transact(&self, writes: Vec<Write>) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            match self.transact_once(&writes).await {
-                Ok(()) => return Ok(()),
-                Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
-                    tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(Failure::Transient(why)) => {
-                    return Err(StoreError::Backend(format!(
-                        "DynamoDB: still failing after {attempt} retries: {why}"
-                    )));
-                }
-                Err(Failure::Fatal(e)) => return Err(e),
-            }
-        }
+        retrying(|| self.transact_once(&writes)).await
     }
 
     async fn transact_once(&self, writes: &[Write]) -> std::result::Result<(), Failure> {
@@ -589,11 +582,11 @@ impl DynamoStore {
         let (index_name, attribute, value) = index_query(kind, index);
         let mut items: Vec<Item> = Vec::with_capacity(limit + 1);
         let mut start: Option<HashMap<String, AttributeValue>> = None;
-        let mut attempt = 0;
         loop {
-            let result = if Faults::roll(self.faults.throttling) {
-                Err(Failure::Transient("ThrottlingException (injected)".into()))
-            } else {
+            let out = retrying(|| async {
+                if Faults::roll(self.faults.throttling) {
+                    return Err(Failure::Transient("ThrottlingException (injected)".into()));
+                }
                 // DynamoDB takes no empty string in a key condition: without a cursor, no `id >`.
                 let query = match after {
                     Some(a) => self
@@ -614,36 +607,22 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(|e| classify(&self.table, &e))
-            };
-            match result {
-                Ok(out) => {
-                    for a in out.items() {
-                        if candidates && Faults::roll(self.faults.stale_index) {
-                            continue;
-                        }
-                        let item_kind = a
-                            .get("kind")
-                            .and_then(|v| v.as_s().ok())
-                            .and_then(|k| static_kind(k))
-                            .unwrap_or(kind);
-                        items.push(Self::from_attributes(item_kind, a)?);
-                    }
-                    start = out.last_evaluated_key().cloned();
-                    if start.is_none() || items.len() > limit {
-                        break;
-                    }
+            })
+            .await?;
+            for a in out.items() {
+                if candidates && Faults::roll(self.faults.stale_index) {
+                    continue;
                 }
-                Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
-                    tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(Failure::Transient(why)) => {
-                    return Err(StoreError::Backend(format!(
-                        "DynamoDB: still failing after {attempt} retries: {why}"
-                    )));
-                }
-                Err(Failure::Fatal(e)) => return Err(e),
+                let item_kind = a
+                    .get("kind")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|k| static_kind(k))
+                    .unwrap_or(kind);
+                items.push(Self::from_attributes(item_kind, a)?);
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() || items.len() > limit {
+                break;
             }
         }
         let next = if items.len() > limit {

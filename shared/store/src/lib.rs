@@ -140,6 +140,17 @@ fn to_item<T: Object>(value: &T, version: u64) -> Item {
     }
 }
 
+fn decode_page<T: Object>(page: Page<Item>) -> Result<Page<Versioned<T>>> {
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<_>>()?,
+        next: page.next,
+    })
+}
+
 fn from_item<T: Object>(item: Item) -> Result<Versioned<T>> {
     let value = serde_json::from_str(&item.doc).map_err(|e| StoreError::Decode {
         kind: item.kind,
@@ -273,14 +284,7 @@ impl Store {
             Backend::Sqlite(s) => s.query(T::KIND, index, after, limit).await?,
             Backend::DynamoDb(d) => d.candidates(T::KIND, index, after, limit).await?,
         };
-        Ok(Page {
-            items: page
-                .items
-                .into_iter()
-                .map(from_item)
-                .collect::<Result<_>>()?,
-            next: page.next,
-        })
+        decode_page(page)
     }
 
     pub async fn get<T: Object>(&self, id: Id<T>) -> Result<Option<Versioned<T>>> {
@@ -330,14 +334,7 @@ impl Store {
             Backend::Sqlite(s) => s.query(T::KIND, index, after, limit).await?,
             Backend::DynamoDb(d) => d.query(T::KIND, index, after, limit).await?,
         };
-        Ok(Page {
-            items: page
-                .items
-                .into_iter()
-                .map(from_item)
-                .collect::<Result<_>>()?,
-            next: page.next,
-        })
+        decode_page(page)
     }
 
     /// Applies every write or none.
