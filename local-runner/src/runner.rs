@@ -126,6 +126,32 @@ async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// Creates the data service's table where it is missing: the SQLite file and
+/// table, or the DynamoDB table and its indexes, from the store's one definition.
+async fn prepare_store(config: &Config) -> anyhow::Result<()> {
+    use stratus_contracts::config::StoreSelection;
+    match &config.store {
+        StoreSelection::Sqlite(path) => {
+            stratus_store::sqlite::SqliteStore::open(path, &config.table_prefix)
+                .with_context(|| format!("preparing the store {}", config.store))?;
+        }
+        StoreSelection::DynamoDb(url) => {
+            let store = stratus_store::dynamodb::DynamoStore::connect(
+                url,
+                &config.table_prefix,
+                Default::default(),
+            )
+            .await?;
+            store
+                .create_table()
+                .await
+                .with_context(|| format!("creating table {} at {url}", store.table()))?;
+        }
+    }
+    tracing::info!(store = %config.store, prefix = %config.table_prefix, "store ready");
+    Ok(())
+}
+
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     let manifest = Manifest::load(&args.common.manifest)?;
@@ -150,6 +176,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let _ = connection.close(200, "declared".into()).await;
     std::fs::create_dir_all(&config.home)
         .with_context(|| format!("creating STRATUS_HOME {}", config.home.display()))?;
+    prepare_store(&config).await?;
 
     let runtime_listener = bind(&args.runtime_api, "Runtime API").await?;
     let runtime_addr = runtime_listener.local_addr()?.to_string();

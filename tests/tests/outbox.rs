@@ -70,3 +70,33 @@ async fn the_relay_republishes_what_a_dead_publisher_left() {
     commands.expect_none(Duration::from_secs(2)).await;
     assert!(runner.log().contains("republished from the outbox"));
 }
+
+#[tokio::test]
+async fn the_runner_creates_the_dynamodb_table_at_start_up() {
+    let Ok(endpoint) = std::env::var("STRATUS_TEST_DYNAMODB") else {
+        panic!("STRATUS_TEST_DYNAMODB is not set: run scripts/test, which starts moto's server");
+    };
+    let mut env = TestEnv::new("ddbtable");
+    env.config.store = stratus_contracts::config::StoreSelection::DynamoDb(endpoint.clone());
+    env.config.table_prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: stratus_tests::diag_manifest(|_| {}),
+            topology: None,
+            extra_args: vec![],
+        },
+    );
+    let store = Store::open(&env.config.store, &env.config.table_prefix)
+        .await
+        .unwrap();
+    let f = Fixture::default();
+    let account = store
+        .create(&Account::sample(&f))
+        .await
+        .expect("the runner created the table");
+    assert_eq!(
+        store.get(account.value.id).await.unwrap().unwrap().version,
+        1
+    );
+}
