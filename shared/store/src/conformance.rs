@@ -439,6 +439,29 @@ pub async fn ip_allocation(store: &Store) {
     );
 }
 
+type Racer<T> = tokio::task::JoinHandle<(
+    crate::Result<crate::primitives::Allocated<T>>,
+    std::time::Duration,
+)>;
+
+/// Winners, their retries, and the racers' times; a racer may only win or find the resource exhausted.
+async fn tally<T>(tasks: Vec<Racer<T>>) -> (usize, u32, Vec<std::time::Duration>) {
+    let (mut wins, mut retries, mut took) = (0, 0, Vec::new());
+    for t in tasks {
+        let (result, elapsed) = t.await.unwrap();
+        took.push(elapsed);
+        match result {
+            Ok(a) => {
+                wins += 1;
+                retries += a.retries;
+            }
+            Err(StoreError::Exhausted(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (wins, retries, took)
+}
+
 fn p99(mut v: Vec<std::time::Duration>) -> std::time::Duration {
     v.sort();
     v[(v.len() - 1) * 99 / 100]
@@ -467,19 +490,7 @@ pub async fn racing_for_the_last_address(stores: &[Arc<Store>], racers: usize) {
             (store.allocate_ip(&req).await, started.elapsed())
         }));
     }
-    let (mut wins, mut retries, mut took) = (0, 0, Vec::new());
-    for t in tasks {
-        let (result, elapsed) = t.await.unwrap();
-        took.push(elapsed);
-        match result {
-            Ok(a) => {
-                wins += 1;
-                retries += a.retries;
-            }
-            Err(StoreError::Exhausted(_)) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let (wins, retries, took) = tally(tasks).await;
     println!(
         "last address: {racers} racers on {} connections: {wins} winner, {retries} retries, p99 {:?}",
         stores.len(),
@@ -553,19 +564,7 @@ pub async fn racing_for_the_last_capacity(stores: &[Arc<Store>], racers: usize) 
             )
         }));
     }
-    let (mut wins, mut retries, mut took) = (0, 0, Vec::new());
-    for t in tasks {
-        let (result, elapsed) = t.await.unwrap();
-        took.push(elapsed);
-        match result {
-            Ok(a) => {
-                wins += 1;
-                retries += a.retries;
-            }
-            Err(StoreError::Exhausted(_)) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let (wins, retries, took) = tally(tasks).await;
     println!(
         "last capacity: {racers} racers on {} connections: {wins} winner, {retries} retries, p99 {:?}",
         stores.len(),
