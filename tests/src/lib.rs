@@ -415,3 +415,27 @@ pub fn parked_reason(m: &RmqMessage) -> String {
         .and_then(rmq_event::header_string)
         .unwrap_or_default()
 }
+
+/// Sends a `diag.echo` and waits for the `diag.echoed` that answers it: the platform is serving.
+pub async fn assert_echo_flows(env: &TestEnv, publisher: &Publisher, runner: &Runner, text: &str) {
+    use stratus_contracts::message_types::diag;
+    let connection = env.connect().await;
+    let mut events = env
+        .watch(
+            &connection,
+            stratus_contracts::names::INTERNAL_EVENTS_EXCHANGE,
+            diag::ECHOED,
+        )
+        .await;
+    let echo = stratus_messaging::Envelope::new(diag::ECHO, &diag::Echo { text: text.into() });
+    send(publisher, &echo).await;
+    let reply = events
+        .next(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no answer to the echo {text:?}; log:\n{}", runner.log()));
+    let body: diag::Echoed = stratus_messaging::Envelope::from_rmq(&reply)
+        .unwrap()
+        .body()
+        .unwrap();
+    assert_eq!(body.in_reply_to, echo.message_id.to_string());
+}

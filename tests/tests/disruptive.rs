@@ -32,21 +32,7 @@ async fn disruptive_the_platform_recovers_from_a_broker_restart() {
     let topology = broker::topology(&env.config).unwrap();
     let publisher = env.publisher(topology.clone());
     {
-        let connection = env.connect().await;
-        let mut events = env
-            .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
-            .await;
-        send(
-            &publisher,
-            &Envelope::new(
-                diag::ECHO,
-                &diag::Echo {
-                    text: "before".into(),
-                },
-            ),
-        )
-        .await;
-        assert!(events.next(WAIT).await.is_some(), "log:\n{}", runner.log());
+        stratus_tests::assert_echo_flows(&env, &publisher, &runner, "before").await;
         // A message that waits in the queue across the restart: the slow one holds the instance.
         send(
             &publisher,

@@ -9,6 +9,24 @@ use stratus_messaging::broker;
 use stratus_messaging::publisher::{Outgoing, PublishError};
 use stratus_tests::TestEnv;
 
+/// A test's own vhost with the topology declared, and a publisher on it.
+async fn declared(
+    name: &str,
+) -> (
+    TestEnv,
+    lapin::Connection,
+    stratus_messaging::publisher::Publisher,
+) {
+    let env = TestEnv::new(name);
+    let connection = env.connect().await;
+    let topology = broker::topology(&env.config).unwrap();
+    broker::declare_topology(&connection, &topology)
+        .await
+        .unwrap();
+    let publisher = env.publisher(topology);
+    (env, connection, publisher)
+}
+
 #[tokio::test]
 async fn topology_declaration_is_idempotent_and_queues_take_commands() {
     let env = TestEnv::new("topology");
@@ -72,13 +90,7 @@ async fn a_queue_redeclared_with_other_arguments_is_named_in_the_error() {
 
 #[tokio::test]
 async fn unroutable_commands_are_errors_but_external_events_are_not() {
-    let env = TestEnv::new("unroutable");
-    let connection = env.connect().await;
-    let topology = broker::topology(&env.config).unwrap();
-    broker::declare_topology(&connection, &topology)
-        .await
-        .unwrap();
-    let publisher = env.publisher(topology);
+    let (env, connection, publisher) = declared("unroutable").await;
     let msg = Envelope::new("nobody.listens", &serde_json::json!({}));
     let e = publisher
         .publish(Outgoing::envelope(
@@ -149,13 +161,7 @@ async fn unroutable_commands_are_errors_but_external_events_are_not() {
 
 #[tokio::test]
 async fn a_window_of_confirms_covers_many_publishes() {
-    let env = TestEnv::new("window");
-    let connection = env.connect().await;
-    let topology = broker::topology(&env.config).unwrap();
-    broker::declare_topology(&connection, &topology)
-        .await
-        .unwrap();
-    let publisher = env.publisher(topology);
+    let (env, connection, publisher) = declared("window").await;
     let batch: Vec<Outgoing> = (0..600)
         .map(|_| {
             Outgoing::envelope(

@@ -376,20 +376,7 @@ async fn an_overrun_timeout_kills_the_instance_and_the_delivery_limit_parks_the_
         runner.log()
     );
     // A fresh instance serves what comes next.
-    let mut events = env
-        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
-        .await;
-    send(
-        &publisher,
-        &Envelope::new(
-            diag::ECHO,
-            &diag::Echo {
-                text: "after".into(),
-            },
-        ),
-    )
-    .await;
-    assert!(events.next(WAIT).await.is_some(), "log:\n{}", runner.log());
+    stratus_tests::assert_echo_flows(&env, &publisher, &runner, "after").await;
 }
 
 #[tokio::test]
@@ -422,18 +409,5 @@ async fn a_message_that_crashes_its_function_is_parked_and_the_instance_replaced
         fn_status(&s, "diag")["crashes"].as_u64() >= Some(2),
         "{s:#}"
     );
-    let mut events = env
-        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
-        .await;
-    send(
-        &publisher,
-        &Envelope::new(
-            diag::ECHO,
-            &diag::Echo {
-                text: "after".into(),
-            },
-        ),
-    )
-    .await;
-    assert!(events.next(WAIT).await.is_some(), "log:\n{}", runner.log());
+    stratus_tests::assert_echo_flows(&env, &publisher, &runner, "after").await;
 }

@@ -266,21 +266,7 @@ async fn pollers_follow_the_backlog_and_instances_follow_the_invocations() {
     assert_eq!(s["queue_triggers"][0]["messages"], 40, "{s:#}");
     assert_eq!(s["functions"][0]["errors"], 0, "{s:#}");
     // Work after scaling down still flows.
-    let connection = env.connect().await;
-    let mut events = env
-        .watch(&connection, names::INTERNAL_EVENTS_EXCHANGE, diag::ECHOED)
-        .await;
-    send(
-        &publisher,
-        &Envelope::new(
-            diag::ECHO,
-            &diag::Echo {
-                text: "again".into(),
-            },
-        ),
-    )
-    .await;
-    assert!(events.next(WAIT).await.is_some(), "log:\n{}", runner.log());
+    stratus_tests::assert_echo_flows(&env, &publisher, &runner, "again").await;
 }
 
 #[tokio::test]
