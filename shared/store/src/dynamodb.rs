@@ -102,6 +102,8 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(table: &str, e: &SdkError
 
 /// Runs `op` until it succeeds, fails for good, or has failed transiently
 /// (transaction conflict, throttling) `MAX_TRANSIENT_RETRIES` times, backing off between tries.
+/// Each try is boxed: the SDK's request futures are deep enough that, inlined
+/// into a caller's future, they overflow rustc's layout query depth.
 async fn retrying<T, F, Fut>(mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -109,7 +111,7 @@ where
 {
     let mut attempt = 0;
     loop {
-        match op().await {
+        match Box::pin(op()).await {
             Ok(v) => return Ok(v),
             Err(Failure::Transient(why)) if attempt < MAX_TRANSIENT_RETRIES => {
                 tracing::debug!(why = %why, attempt, "transient DynamoDB failure; retrying");

@@ -3,9 +3,6 @@
 //! faults: moto is strongly consistent and never raises transaction
 //! conflicts or throttling, so those are injected and everything must still hold.
 
-// The conformance suite is one deeply nested future; clippy needs more query depth for it.
-#![recursion_limit = "256"]
-
 use std::sync::Arc;
 
 use stratus_model::Vm;

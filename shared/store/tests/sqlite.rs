@@ -1,8 +1,5 @@
 //! The conformance suite on the SQLite backend, in one process and across processes.
 
-// The conformance suite is one deeply nested future; clippy needs more query depth for it.
-#![recursion_limit = "256"]
-
 use std::sync::Arc;
 
 use stratus_model::Vm;
