@@ -7,6 +7,7 @@
 
 mod id;
 mod objects;
+pub mod password;
 pub mod samples;
 
 pub use id::Id;

@@ -1,7 +1,8 @@
 //! The DynamoDB backend (aws-sdk-dynamodb, serde_dynamo).
 //!
 //! ## Table design
-//! One table, `<prefix>items`, on-demand billing:
+//! One table, `<prefix>items`, on-demand billing, defined once in
+//! `infra/dynamodb-table.json` (read here at compile time, and by Terraform):
 //!
 //! | attribute | what |
 //! |---|---|
@@ -52,6 +53,43 @@ const INDEXES: [(&str, &str); 6] = [
     ("by_network", "network_key"),
     ("by_state", "state_key"),
 ];
+
+/// The table's definition, `infra/dynamodb-table.json`, shaped as Terraform's
+/// `aws_dynamodb_table` arguments so that Terraform reads the same file.
+#[derive(Debug, serde::Deserialize)]
+pub struct TableDefinition {
+    pub name_suffix: String,
+    pub billing_mode: String,
+    pub hash_key: String,
+    pub attributes: Vec<AttributeSpec>,
+    pub global_secondary_indexes: Vec<IndexSpec>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct AttributeSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct IndexSpec {
+    pub name: String,
+    pub hash_key: String,
+    pub range_key: String,
+    pub projection_type: String,
+}
+
+/// The table definition's text, as committed.
+pub const TABLE_DEFINITION: &str = include_str!("../../../infra/dynamodb-table.json");
+
+impl TableDefinition {
+    /// The committed definition. It is checked by a unit test, so this cannot fail in a build that passed its tests.
+    pub fn committed() -> Result<Self> {
+        serde_json::from_str(TABLE_DEFINITION)
+            .map_err(|e| StoreError::Invalid(format!("infra/dynamodb-table.json: {e}")))
+    }
+}
 
 /// Faults to inject, for running the conformance suite against what moto
 /// never does: transaction conflicts, throttling, and stale index reads.
@@ -161,7 +199,7 @@ impl DynamoStore {
             ));
         }
         let config = loader.load().await;
-        let table = format!("{prefix}items");
+        let table = format!("{prefix}{}", TableDefinition::committed()?.name_suffix);
         if !table
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
@@ -181,54 +219,42 @@ impl DynamoStore {
         &self.table
     }
 
-    /// Creates the table and its indexes from the one definition above; safe to repeat.
+    /// Creates the table and its indexes from `infra/dynamodb-table.json`; safe to repeat.
     pub async fn create_table(&self) -> Result<()> {
+        let def = TableDefinition::committed()?;
+        let key = |name: &str, key_type: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(key_type)
+                .build()
+                .map_err(backend)
+        };
         let mut req = self
             .client
             .create_table()
             .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(backend)?,
-            );
-        let mut attributes = vec!["pk", "id"];
-        for (index, key) in INDEXES {
-            attributes.push(key);
+            .billing_mode(BillingMode::from(def.billing_mode.as_str()))
+            .key_schema(key(&def.hash_key, KeyType::Hash)?);
+        for index in &def.global_secondary_indexes {
             req = req.global_secondary_indexes(
                 GlobalSecondaryIndex::builder()
-                    .index_name(index)
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name(key)
-                            .key_type(KeyType::Hash)
-                            .build()
-                            .map_err(backend)?,
-                    )
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name("id")
-                            .key_type(KeyType::Range)
-                            .build()
-                            .map_err(backend)?,
-                    )
+                    .index_name(&index.name)
+                    .key_schema(key(&index.hash_key, KeyType::Hash)?)
+                    .key_schema(key(&index.range_key, KeyType::Range)?)
                     .projection(
                         Projection::builder()
-                            .projection_type(ProjectionType::All)
+                            .projection_type(ProjectionType::from(index.projection_type.as_str()))
                             .build(),
                     )
                     .build()
                     .map_err(backend)?,
             );
         }
-        for a in attributes {
+        for a in &def.attributes {
             req = req.attribute_definitions(
                 AttributeDefinition::builder()
-                    .attribute_name(a)
-                    .attribute_type(ScalarAttributeType::S)
+                    .attribute_name(&a.name)
+                    .attribute_type(ScalarAttributeType::from(a.kind.as_str()))
                     .build()
                     .map_err(backend)?,
             );
@@ -655,4 +681,40 @@ fn counter_pk(c: &CounterKey) -> String {
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_table_definition_is_the_one_the_code_queries() {
+        let def = TableDefinition::committed().expect("infra/dynamodb-table.json parses");
+        let indexes: Vec<(&str, &str)> = def
+            .global_secondary_indexes
+            .iter()
+            .map(|i| (i.name.as_str(), i.hash_key.as_str()))
+            .collect();
+        assert_eq!(indexes, INDEXES.to_vec());
+        for index in &def.global_secondary_indexes {
+            assert_eq!(index.range_key, "id", "{} sorts by id", index.name);
+            assert_eq!(
+                ProjectionType::from(index.projection_type.as_str()),
+                ProjectionType::All
+            );
+        }
+        // Exactly the key attributes are defined (DynamoDB refuses unused definitions).
+        let mut defined: Vec<&str> = def.attributes.iter().map(|a| a.name.as_str()).collect();
+        let mut keys = vec![def.hash_key.as_str(), "id"];
+        keys.extend(INDEXES.iter().map(|(_, k)| *k));
+        defined.sort();
+        keys.sort();
+        assert_eq!(defined, keys);
+        assert!(def.attributes.iter().all(|a| a.kind == "S"));
+        assert_eq!(def.hash_key, "pk");
+        assert_eq!(
+            BillingMode::from(def.billing_mode.as_str()),
+            BillingMode::PayPerRequest
+        );
+    }
 }
