@@ -646,6 +646,24 @@ pub async fn paging_with_counts(stores: &[Arc<Store>]) {
     ));
 }
 
+/// A bulk import: every object readable and listed, and the counters moved
+/// as creates would have moved them.
+pub async fn an_import_counts_like_creates(store: &Store) {
+    let f = Fixture::default();
+    let by_account = Index::Account(f.account.uuid());
+    let vms: Vec<Vm> = (0..60).map(|_| Vm::sample(&f)).collect();
+    store.import(&vms).await.unwrap();
+    assert_eq!(store.count::<Vm>(&by_account).await.unwrap(), 60);
+    let running = Index::State(state_name(&vms[0].state));
+    assert!(store.count::<Vm>(&running).await.unwrap() >= 60);
+    let got = store.get::<Vm>(vms[59].id).await.unwrap().unwrap();
+    assert_eq!((got.value, got.version), (vms[59].clone(), 1));
+    let listed = store.list::<Vm>(&by_account, None, 100).await.unwrap();
+    assert_eq!(listed.items.len(), 60);
+    let p = store.page::<Vm>(&by_account, 2, 50).await.unwrap();
+    assert_eq!((p.items.len(), p.count), (10, 60));
+}
+
 /// Everything above, in order. `stores` are separate connections to one store.
 pub async fn run_all(stores: &[Arc<Store>]) {
     let store = &stores[0];
@@ -661,4 +679,5 @@ pub async fn run_all(stores: &[Arc<Store>]) {
     racing_for_the_last_address(stores, 50).await;
     racing_for_the_last_capacity(stores, 50).await;
     paging_with_counts(stores).await;
+    an_import_counts_like_creates(store).await;
 }

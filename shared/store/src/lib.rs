@@ -341,6 +341,29 @@ impl Store {
     pub async fn transact(&self, tx: Transaction) -> Result<()> {
         self.write(tx.writes).await
     }
+
+    /// Loads objects that the store does not hold yet, in bulk: an import or a
+    /// benchmark's data set. On DynamoDB this skips transactions and
+    /// conditions (see `DynamoStore::import`); on SQLite it is transactions
+    /// of 500 creates. Live writes go through `transact`.
+    pub async fn import<T: Object>(&self, objects: &[T]) -> Result<()> {
+        match &self.backend {
+            Backend::DynamoDb(d) => {
+                let items: Vec<Item> = objects.iter().map(|o| to_item(o, 1)).collect();
+                d.import(&items).await
+            }
+            Backend::Sqlite(_) => {
+                for chunk in objects.chunks(500) {
+                    let mut tx = Transaction::new();
+                    for o in chunk {
+                        tx.create(o);
+                    }
+                    self.transact(tx).await?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Writes applied together, all or nothing.
