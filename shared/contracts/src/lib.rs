@@ -10,6 +10,7 @@ pub mod config;
 pub mod manifest;
 pub mod message_types;
 pub mod names;
+pub mod settings;
 pub mod topology;
 
 /// A JSON document failed to load: the file and, where serde knows it, the field.
