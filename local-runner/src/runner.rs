@@ -152,6 +152,42 @@ async fn prepare_store(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Invokes a `startup` function once and waits for it: its event plus the
+/// API's `endpoint`, with `*_file` paths made absolute against the manifest's
+/// directory. Its answer is printed (bootstrap's holds the admin's keys).
+async fn run_startup(
+    function: &str,
+    mut event: serde_json::Map<String, serde_json::Value>,
+    pool: &Arc<Pool>,
+    endpoint: &str,
+    manifest_dir: &Path,
+) -> anyhow::Result<()> {
+    for (k, v) in event.iter_mut() {
+        if k.ends_with("_file")
+            && let Some(path) = v.as_str()
+        {
+            let abs = std::path::absolute(manifest_dir.join(path))?;
+            *v = serde_json::Value::String(abs.display().to_string());
+        }
+    }
+    event.insert("endpoint".into(), endpoint.into());
+    tracing::info!(function, "running startup function");
+    match pool.invoke(serde_json::to_vec(&event)?.into()).await {
+        crate::pool::Outcome::Success(body) => {
+            tracing::info!(function, "startup function done");
+            eprintln!(
+                "stratus-local: {function}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            Ok(())
+        }
+        crate::pool::Outcome::Error(body) => Err(anyhow!(
+            "startup function {function} failed: {}",
+            String::from_utf8_lossy(&body)
+        )),
+    }
+}
+
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     let manifest = Manifest::load(&args.common.manifest)?;
@@ -194,6 +230,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut pools = BTreeMap::new();
     let mut triggers = Vec::new();
     let mut routes = Vec::new();
+    let mut startups = Vec::new();
     for f in &manifest.functions {
         let env = child_environment(&config, args.common.topology.as_deref(), &f.environment)?;
         let pool = Pool::new(
@@ -230,6 +267,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                     parse_rate(expression).map_err(|e| anyhow!(e))?,
                     pool.clone(),
                 ),
+                Trigger::Startup { event } => {
+                    startups.push((f.name.clone(), event.clone(), pool.clone()))
+                }
             }
         }
         pools.insert(f.name.clone(), pool);
@@ -271,6 +311,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let endpoint = format!(
+        "http://{}/client/api",
+        gateway_addr.as_deref().unwrap_or("127.0.0.1:8080")
+    );
+    let manifest_dir = args
+        .common
+        .manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for (function, event, pool) in startups {
+        run_startup(&function, event, &pool, &endpoint, &manifest_dir).await?;
+    }
     for p in &manifest.processes {
         let env = child_environment(&config, args.common.topology.as_deref(), &p.environment)?;
         let spec = ProcessSpec {

@@ -1,6 +1,7 @@
 //! Helpers for Stratus's integration and end-to-end tests. Each test gets its
 //! own RabbitMQ vhost, ports and `STRATUS_HOME`, so tests do not collide.
 
+pub mod cloudstack;
 pub mod events;
 
 use std::path::{Path, PathBuf};

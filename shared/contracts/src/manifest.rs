@@ -84,6 +84,15 @@ pub enum Trigger {
     },
     /// EventBridge schedule: `rate(N second|seconds|minute|minutes|hour|hours)`.
     Schedule { expression: String },
+    /// Invoked once, synchronously, when the platform starts, before it
+    /// reports ready (bootstrap). The event is `event` plus `endpoint`, the
+    /// CloudStack API's URL; a string under a key ending in `_file` is a path
+    /// relative to the manifest's directory. A failure stops the start. On
+    /// AWS the operator invokes the function once with the same event.
+    Startup {
+        #[serde(default)]
+        event: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +230,14 @@ impl Manifest {
                     Trigger::Schedule { expression } => {
                         if let Err(e) = parse_rate(expression) {
                             return Err(invalid(at("expression"), e));
+                        }
+                    }
+                    Trigger::Startup { event } => {
+                        if event.contains_key("endpoint") {
+                            return Err(invalid(
+                                at("event.endpoint"),
+                                "is set by the platform (the CloudStack API's URL)".into(),
+                            ));
                         }
                     }
                 }

@@ -1,0 +1,344 @@
+//! The registered commands and the list machinery they share.
+
+use futures::FutureExt;
+use serde_json::{Value, json};
+use stratus_cloudstack::envelope::{self, CLOUDSTACK_VERSION};
+use stratus_cloudstack::{ApiError, Params};
+use stratus_contracts::settings::names;
+use stratus_model::{Object, Zone};
+use stratus_store::Index;
+
+use crate::registry::{ALL, Command, Field, Kind, Registry, field, list_params, param};
+use crate::{Ctx, store_error, views};
+
+pub fn registry() -> Registry {
+    Registry::new(vec![
+        Command {
+            name: "listZones",
+            description: "Lists zones",
+            since: "",
+            is_async: false,
+            roles: ALL,
+            params: list_params(&[
+                param(
+                    "available",
+                    Kind::Boolean,
+                    "true if you want to retrieve all available zones",
+                ),
+                param(
+                    "networktype",
+                    Kind::String,
+                    "the network type of the zone that the virtual machine belongs to",
+                ),
+                param(
+                    "showcapacities",
+                    Kind::Boolean,
+                    "flag to display the capacity of the zones",
+                ),
+            ]),
+            response_object: "zone",
+            response: ZONE_FIELDS,
+            related: "",
+            handler: |ctx, p| list_zones(ctx, p).boxed(),
+        },
+        Command {
+            name: "listApis",
+            description: "lists all available apis on the server, provided by the Api Discovery plugin",
+            since: "4.1.0",
+            is_async: false,
+            roles: ALL,
+            params: vec![param("name", Kind::String, "API name")],
+            response_object: "api",
+            response: API_FIELDS,
+            related: "",
+            handler: |ctx, p| list_apis(ctx, p).boxed(),
+        },
+        Command {
+            name: "listCapabilities",
+            description: "Lists capabilities",
+            since: "",
+            is_async: false,
+            roles: ALL,
+            params: vec![],
+            response_object: "capability",
+            response: CAPABILITY_FIELDS,
+            related: "",
+            handler: |ctx, p| list_capabilities(ctx, p).boxed(),
+        },
+    ])
+}
+
+const ZONE_FIELDS: &[Field] = &[
+    field("id", "string", "Zone id"),
+    field("name", "string", "Zone name"),
+    field(
+        "networktype",
+        "string",
+        "the network type of the zone; can be Basic or Advanced",
+    ),
+    field(
+        "allocationstate",
+        "string",
+        "the allocation state of the cluster",
+    ),
+    field(
+        "securitygroupsenabled",
+        "boolean",
+        "true if security groups support is enabled, false otherwise",
+    ),
+    field(
+        "localstorageenabled",
+        "boolean",
+        "true if local storage offering enabled, false otherwise",
+    ),
+    field("dns1", "string", "the first DNS for the Zone"),
+    field(
+        "internaldns1",
+        "string",
+        "the first internal DNS for the Zone",
+    ),
+    field(
+        "guestcidraddress",
+        "string",
+        "the guest CIDR address for the Zone",
+    ),
+    field("created", "date", "the date this zone was created"),
+];
+
+const API_FIELDS: &[Field] = &[
+    field("name", "string", "the name of the api command"),
+    field("description", "string", "description of the api"),
+    field("isasync", "boolean", "true if api is asynchronous"),
+    field(
+        "since",
+        "string",
+        "version of CloudStack the api was introduced in",
+    ),
+    field("related", "string", "comma separated related apis"),
+    field("type", "string", "response field type"),
+    field("params", "set", "the list params the api accepts"),
+    field("response", "set", "api response fields"),
+];
+
+const CAPABILITY_FIELDS: &[Field] = &[
+    field("cloudstackversion", "string", "version of the cloud stack"),
+    field(
+        "securitygroupsenabled",
+        "boolean",
+        "true if any of the zones has security groups enabled",
+    ),
+    field(
+        "defaultuipagesize",
+        "long",
+        "default page size in the UI for various views",
+    ),
+    field(
+        "apilimitinterval",
+        "integer",
+        "time interval (in seconds) to reset api count",
+    ),
+    field(
+        "apilimitmax",
+        "integer",
+        "Max allowed number of api requests within the specified interval",
+    ),
+];
+
+/// `page` and `pagesize` as CloudStack checks them: both or neither (but
+/// `pagesize=-1` alone means everything); a page size within
+/// `default.page.size`; no page given means the first `default.page.size` rows.
+/// `None` means every matching row.
+pub fn paging(ctx: &Ctx, p: &Params) -> Result<Option<(u64, usize)>, ApiError> {
+    let max = ctx.settings.integer(names::default_page_size()).max(1);
+    let page = p.get("page").map(|v| v.parse::<i64>().unwrap_or(0));
+    let size = p.get("pagesize").map(|v| v.parse::<i64>().unwrap_or(0));
+    match (page, size) {
+        (None, Some(-1)) => Ok(None),
+        (None, Some(_)) => Err(ApiError::invalid_parameter(
+            "\"page\" parameter is required when \"pagesize\" is specified",
+        )),
+        (_, Some(s)) if s > max => Err(ApiError::invalid_parameter(format!(
+            "Page size can't exceed max allowed page size value: {max}"
+        ))),
+        (_, Some(s)) if s < 1 => Err(ApiError::invalid_parameter(
+            "Page size should be greater than zero",
+        )),
+        (Some(n), _) if n < 1 => Err(ApiError::invalid_parameter(
+            "Page number should be greater than zero",
+        )),
+        (page, size) => Ok(Some((
+            page.unwrap_or(1) as u64,
+            size.unwrap_or(max) as usize,
+        ))),
+    }
+}
+
+/// A list command over objects of `T` under `index`: by `id` (431 with the
+/// not-found text for an id that names nothing; an empty list for one the
+/// caller may not see), else a page served by the store's counters and
+/// cursors, or, when `filter` narrows beyond the index, a filtered walk.
+pub async fn list<T: Object>(
+    ctx: &Ctx,
+    p: &Params,
+    index: Index,
+    item_key: &str,
+    narrows: bool,
+    filter: impl Fn(&T) -> bool,
+    view: impl Fn(&T) -> Value,
+) -> Result<Value, ApiError> {
+    let keyword = p.get("keyword").map(str::to_lowercase);
+    let matches = |t: &T| {
+        filter(t)
+            && keyword.as_ref().is_none_or(|k| {
+                serde_json::to_value(t)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("name")
+                            .and_then(|n| n.as_str())
+                            .map(str::to_lowercase)
+                    })
+                    .is_some_and(|n| n.contains(k.as_str()))
+            })
+    };
+    if let Some(id) = p.get("id") {
+        let uuid: uuid::Uuid = id
+            .parse()
+            .map_err(|_| ApiError::entity_not_found(ctx.command, "id", id))?;
+        let found = ctx
+            .store
+            .get::<T>(stratus_model::Id::from_uuid(uuid))
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::entity_not_found(ctx.command, "id", id))?;
+        let items: Vec<Value> = [found.value]
+            .iter()
+            .filter(|t| matches(t))
+            .map(&view)
+            .collect();
+        let n = items.len() as u64;
+        return Ok(envelope::list(item_key, n, items));
+    }
+    let paging = paging(ctx, p)?;
+    if let (Some((page, size)), false, None) = (paging, narrows, &keyword) {
+        let got = ctx
+            .store
+            .page::<T>(&index, page, size)
+            .await
+            .map_err(store_error)?;
+        let items = got.items.iter().map(|v| view(&v.value)).collect();
+        return Ok(envelope::list(item_key, got.count, items));
+    }
+    // A filter the indexes do not serve: walk the index, keep the matches.
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let got = ctx
+            .store
+            .list::<T>(&index, after, 500)
+            .await
+            .map_err(store_error)?;
+        all.extend(
+            got.items
+                .into_iter()
+                .map(|v| v.value)
+                .filter(|t| matches(t)),
+        );
+        match got.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let count = all.len() as u64;
+    let window: Vec<Value> = match paging {
+        None => all.iter().map(&view).collect(),
+        Some((page, size)) => all
+            .iter()
+            .skip(((page - 1) as usize).saturating_mul(size))
+            .take(size)
+            .map(&view)
+            .collect(),
+    };
+    Ok(envelope::list(item_key, count, window))
+}
+
+async fn list_zones(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let network_type = p.get("networktype").map(str::to_string);
+    let narrows = network_type.is_some();
+    list::<Zone>(
+        ctx,
+        p,
+        Index::All,
+        "zone",
+        narrows,
+        |z| {
+            network_type
+                .as_ref()
+                .is_none_or(|t| stratus_model::state_name(&z.network_type).eq_ignore_ascii_case(t))
+        },
+        views::zone,
+    )
+    .await
+}
+
+async fn list_apis(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let wanted = p.get("name");
+    let apis: Vec<Value> = ctx
+        .registry
+        .all()
+        .iter()
+        .filter(|c| c.roles.contains(&ctx.caller.role))
+        .filter(|c| wanted.is_none_or(|w| c.name.eq_ignore_ascii_case(w)))
+        .map(api_view)
+        .collect();
+    if apis.is_empty()
+        && let Some(w) = wanted
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "The API {w} does not exist or is not available for this account."
+        )));
+    }
+    let n = apis.len() as u64;
+    Ok(envelope::list("api", n, apis))
+}
+
+fn api_view(c: &Command) -> Value {
+    json!({
+        "name": c.name,
+        "description": c.description,
+        "isasync": c.is_async,
+        "since": c.since,
+        "related": c.related,
+        "type": "",
+        "params": c.params.iter().map(|p| json!({
+            "name": p.name,
+            "description": p.description,
+            "type": p.kind.name(),
+            "length": p.length,
+            "required": p.required,
+            "since": "",
+            "related": "",
+        })).collect::<Vec<_>>(),
+        "response": c.response.iter().map(|f| json!({
+            "name": f.name,
+            "description": f.description,
+            "type": f.kind,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn list_capabilities(ctx: &Ctx, _p: &Params) -> Result<Value, ApiError> {
+    Ok(json!({
+        "capability": {
+            "cloudstackversion": CLOUDSTACK_VERSION,
+            "securitygroupsenabled": false,
+            "userpublictemplateenabled": true,
+            "allowuserviewdestroyedvm": false,
+            "allowuserexpungerecovervm": false,
+            "kvmsnapshotenabled": false,
+            "dynamicrolesenabled": false,
+            "defaultuipagesize": ctx.settings.integer(names::default_page_size()),
+            "apilimitinterval": 1,
+            "apilimitmax": 0,
+        }
+    }))
+}

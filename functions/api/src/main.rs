@@ -1,0 +1,50 @@
+//! `stratus-fn-api`: the API function under `lambda_http` (API Gateway HTTP
+//! API v2 events: the raw query string, base64 bodies, cookies).
+
+use std::sync::Arc;
+
+use lambda_http::{Body, Error, Request, RequestExt, Response, service_fn};
+use stratus_contracts::config::Config;
+use stratus_contracts::settings::Defaults;
+use stratus_fn_api::Api;
+use stratus_store::Store;
+use tracing::Instrument;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    stratus_messaging::logging::init();
+    let config = Config::from_env()?;
+    let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
+    let api = Arc::new(Api::new(store, Arc::new(Defaults::default())));
+    lambda_http::run(service_fn(move |req: Request| {
+        let api = api.clone();
+        async move {
+            let request = stratus_fn_api::Request {
+                method: req.method().to_string(),
+                raw_query: req.uri().query().unwrap_or_default().to_string(),
+                content_type: req
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                body: req.body().to_vec(),
+                request_id: req
+                    .lambda_context_ref()
+                    .map(|c| c.request_id.clone())
+                    .unwrap_or_default(),
+            };
+            let span = tracing::info_span!("api", request_id = %request.request_id);
+            let answer = api.handle(&request).instrument(span).await;
+            let mut response = Response::builder()
+                .status(answer.status)
+                .header("content-type", answer.content_type);
+            if let Some(d) = answer.description {
+                // Header values cannot hold control characters; the text is in the body too.
+                let d: String = d.chars().filter(|c| !c.is_control()).collect();
+                response = response.header("x-description", d);
+            }
+            Ok::<_, Error>(response.body(Body::Text(answer.body))?)
+        }
+    }))
+    .await
+}

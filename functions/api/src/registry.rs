@@ -1,0 +1,145 @@
+//! The one command registry. Dispatch, role checks, parameter checks,
+//! `listApis` and the 432 for unknown commands all read it, so they cannot
+//! drift apart. A command is registered only once its flow exists.
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use stratus_cloudstack::{ApiError, Params};
+
+use crate::Ctx;
+
+/// CloudStack's three access roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    RootAdmin,
+    DomainAdmin,
+    User,
+}
+
+pub const ALL: &[Role] = &[Role::RootAdmin, Role::DomainAdmin, Role::User];
+pub const ADMINS: &[Role] = &[Role::RootAdmin, Role::DomainAdmin];
+pub const ROOT: &[Role] = &[Role::RootAdmin];
+
+/// A parameter's type, named as `listApis` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    Uuid,
+    Boolean,
+    Integer,
+    Long,
+    Map,
+    List,
+    Date,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::Uuid => "uuid",
+            Kind::Boolean => "boolean",
+            Kind::Integer => "integer",
+            Kind::Long => "long",
+            Kind::Map => "map",
+            Kind::List => "list",
+            Kind::Date => "date",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+    /// The longest value accepted (CloudStack's default is 255).
+    pub length: u32,
+    pub description: &'static str,
+}
+
+pub const fn param(name: &'static str, kind: Kind, description: &'static str) -> Param {
+    Param {
+        name,
+        kind,
+        required: false,
+        length: 255,
+        description,
+    }
+}
+
+pub const fn required(name: &'static str, kind: Kind, description: &'static str) -> Param {
+    Param {
+        name,
+        kind,
+        required: true,
+        length: 255,
+        description,
+    }
+}
+
+/// A field of a command's response, for `listApis`.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub description: &'static str,
+}
+
+pub const fn field(name: &'static str, kind: &'static str, description: &'static str) -> Field {
+    Field {
+        name,
+        kind,
+        description,
+    }
+}
+
+pub type Handler = for<'a> fn(&'a Ctx, &'a Params) -> BoxFuture<'a, Result<Value, ApiError>>;
+
+pub struct Command {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub since: &'static str,
+    pub is_async: bool,
+    pub roles: &'static [Role],
+    pub params: Vec<Param>,
+    /// The object key of its response (`zone`, `virtualmachine`, …).
+    pub response_object: &'static str,
+    pub response: &'static [Field],
+    pub related: &'static str,
+    pub handler: Handler,
+}
+
+/// The parameters every list command takes.
+pub fn list_params(extra: &[Param]) -> Vec<Param> {
+    let mut v = vec![
+        param("id", Kind::Uuid, "list by ID"),
+        param("keyword", Kind::String, "List by keyword"),
+        param("page", Kind::Integer, "the page to return, from 1"),
+        param("pagesize", Kind::Integer, "the number of items per page"),
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+pub struct Registry {
+    commands: Vec<Command>,
+}
+
+impl Registry {
+    pub fn new(mut commands: Vec<Command>) -> Self {
+        commands.sort_by_key(|c| c.name.to_lowercase());
+        Registry { commands }
+    }
+
+    /// The command called `name`, matched case-insensitively as CloudStack does.
+    pub fn find(&self, name: &str) -> Option<&Command> {
+        self.commands
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn all(&self) -> &[Command] {
+        &self.commands
+    }
+}

@@ -1,0 +1,78 @@
+//! `stratus-fn-bootstrap`: the one-off bootstrap under `lambda_runtime`. Its
+//! event: `{"endpoint": "<CloudStack API URL>", "zone_file": "<path>"}` or
+//! `{"endpoint": ..., "zone": {...}}` (the zone file's contents); without
+//! either, the committed `infra/simulator-zone.json`. The local runner invokes
+//! it at start-up (a `startup` trigger); on AWS an operator invokes it once.
+//! It answers with the admin's keys and writes `cloudstack.ini` (for `cs`)
+//! under `STRATUS_HOME` when that is set.
+
+use std::sync::Arc;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::{Value, json};
+use stratus_contracts::config::Config;
+use stratus_fn_bootstrap::{DEFAULT_ZONE_FILE, ZoneFile, cloudstack_ini, run};
+use stratus_store::Store;
+use tracing::Instrument;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    stratus_messaging::logging::init();
+    let config = Config::from_env()?;
+    let write_ini = std::env::var_os("STRATUS_HOME").is_some();
+    let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let (store, home) = (store.clone(), config.home.clone());
+        let span = tracing::info_span!("bootstrap", request_id = %event.context.request_id);
+        async move {
+            let e = event.payload;
+            let spec = if let Some(zone) = e.get("zone") {
+                ZoneFile::parse("the event's zone", &zone.to_string())?
+            } else if let Some(path) = e.get("zone_file").and_then(Value::as_str) {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|err| format!("reading the zone file {path}: {err}"))?;
+                ZoneFile::parse(path, &text)?
+            } else {
+                ZoneFile::parse("infra/simulator-zone.json (built in)", DEFAULT_ZONE_FILE)?
+            };
+            let endpoint = e
+                .get("endpoint")
+                .and_then(Value::as_str)
+                .unwrap_or("http://127.0.0.1:8080/client/api")
+                .to_string();
+            let outcome = run(&store, &spec).await?;
+            tracing::info!(created = outcome.created, existing = outcome.existing, zone = %outcome.zone_id, "bootstrap done");
+            let mut answer = json!({
+                "endpoint": endpoint,
+                "apikey": outcome.apikey,
+                "secretkey": outcome.secretkey,
+                "zoneid": outcome.zone_id,
+                "created": outcome.created,
+                "existing": outcome.existing,
+            });
+            if write_ini {
+                let path = home.join("cloudstack.ini");
+                write_private(&path, &cloudstack_ini(&endpoint, &outcome))
+                    .map_err(|err| format!("writing {}: {err}", path.display()))?;
+                answer["ini"] = json!(path.display().to_string());
+            }
+            Ok::<Value, lambda_runtime::Error>(answer)
+        }
+        .instrument(span)
+    }))
+    .await
+}
+
+/// Writes a file only its owner can read: it holds a secret key.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
+}
