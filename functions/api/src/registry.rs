@@ -79,19 +79,47 @@ pub const fn required(name: &'static str, kind: Kind, description: &'static str)
 }
 
 /// A field of a command's response, for `listApis`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Field {
-    pub name: &'static str,
-    pub kind: &'static str,
-    pub description: &'static str,
+    pub name: String,
+    pub kind: String,
+    pub description: String,
 }
 
-pub const fn field(name: &'static str, kind: &'static str, description: &'static str) -> Field {
+pub fn field(name: &str, kind: &str, description: &str) -> Field {
     Field {
-        name,
-        kind,
-        description,
+        name: name.into(),
+        kind: kind.into(),
+        description: description.into(),
     }
+}
+
+/// The fields of an object's view, read off the view of a sample, so that
+/// `listApis` lists exactly what responses carry.
+pub fn fields_of(object: &str, view: &serde_json::Value) -> Vec<Field> {
+    use serde_json::Value;
+    let Some(m) = view.as_object() else {
+        return vec![];
+    };
+    m.iter()
+        .map(|(name, v)| {
+            let kind = match v {
+                Value::Bool(_) => "boolean",
+                Value::Number(n) if n.is_f64() => "double",
+                Value::Number(_) => "long",
+                Value::Array(_) => "list",
+                Value::Object(_) => "map",
+                Value::String(s)
+                    if name == "created"
+                        || s.len() == 24 && s.as_bytes().get(10) == Some(&b'T') =>
+                {
+                    "date"
+                }
+                _ => "string",
+            };
+            field(name, kind, &format!("the {name} of the {object}"))
+        })
+        .collect()
 }
 
 pub type Handler = for<'a> fn(&'a Ctx, &'a Params) -> BoxFuture<'a, Result<Value, ApiError>>;
@@ -105,7 +133,7 @@ pub struct Command {
     pub params: Vec<Param>,
     /// The object key of its response (`zone`, `virtualmachine`, …).
     pub response_object: &'static str,
-    pub response: &'static [Field],
+    pub response: Vec<Field>,
     pub related: &'static str,
     pub handler: Handler,
 }

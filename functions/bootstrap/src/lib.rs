@@ -198,7 +198,7 @@ pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
         .ensure(
             store,
             Domain {
-                id: id("domain/ROOT"),
+                id: Domain::id_for("ROOT"),
                 name: "ROOT".into(),
                 parent_id: None,
                 path: "ROOT".into(),
@@ -211,7 +211,7 @@ pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
         .ensure(
             store,
             Account {
-                id: id(&format!("account/{}", a.username)),
+                id: Account::id_for(Domain::id_for("ROOT"), &a.username),
                 name: a.username.clone(),
                 domain_id: domain.id,
                 account_type: AccountType::Admin,
@@ -220,7 +220,7 @@ pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
             },
         )
         .await?;
-    let user_id: Id<User> = id(&format!("user/{}", a.username));
+    let user_id = User::id_for(domain.id, &a.username);
     let user = match store.get(user_id).await? {
         Some(u) => {
             t.existing += 1;

@@ -43,6 +43,15 @@ pub struct Domain {
 }
 object!(Domain, "domain", |_d| Keys::default());
 
+impl Domain {
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0x0d0e_11a3_57c2_4f90_a6b3_0000_0000_d0a1);
+    /// A domain's id follows from its path (`ROOT`, `ROOT/child`), so one
+    /// path names one domain even when two creations race.
+    pub fn id_for(path: &str) -> Id<Domain> {
+        Id::derived(Self::NAMESPACE, &path.to_lowercase())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountType {
     /// CloudStack's accounttype 0.
@@ -74,6 +83,17 @@ object!(Account, "account", |a| Keys::default()
     .account(a.id)
     .state(&a.state));
 
+impl Account {
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0xacc0_0a7e_4c1d_4b2f_9e33_0000_0000_acc1);
+    /// An account's id follows from (domain, name): names are unique per domain.
+    pub fn id_for(domain: Id<Domain>, name: &str) -> Id<Account> {
+        Id::derived(
+            Self::NAMESPACE,
+            &format!("{domain}/{}", name.to_lowercase()),
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     pub id: Id<User>,
@@ -90,6 +110,14 @@ pub struct User {
 object!(User, "user", |u| Keys::default()
     .account(u.account_id)
     .state(&u.state));
+
+impl User {
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0x05e0_0b1a_7d2c_4e8f_b4a6_0000_0000_05e1);
+    /// A user's id follows from (domain, username): usernames are unique per domain.
+    pub fn id_for(domain: Id<Domain>, username: &str) -> Id<User> {
+        Id::derived(Self::NAMESPACE, &format!("{domain}/{username}"))
+    }
+}
 
 /// An API key pair. Its id is derived from the API key, so a signed request's
 /// key is found with one read by id.

@@ -1,18 +1,21 @@
 //! The registered commands and the list machinery they share.
 
+mod accounts;
+mod reads;
+
 use futures::FutureExt;
 use serde_json::{Value, json};
 use stratus_cloudstack::envelope::{self, CLOUDSTACK_VERSION};
 use stratus_cloudstack::{ApiError, Params};
 use stratus_contracts::settings::names;
-use stratus_model::{Object, Zone};
+use stratus_model::{Account, AccountType, Domain, Id, Object, Zone};
 use stratus_store::Index;
 
 use crate::registry::{ALL, Command, Field, Kind, Registry, field, list_params, param};
 use crate::{Ctx, store_error, views};
 
 pub fn registry() -> Registry {
-    Registry::new(vec![
+    let mut commands = vec![
         Command {
             name: "listZones",
             description: "Lists zones",
@@ -37,7 +40,7 @@ pub fn registry() -> Registry {
                 ),
             ]),
             response_object: "zone",
-            response: ZONE_FIELDS,
+            response: zone_fields(),
             related: "",
             handler: |ctx, p| list_zones(ctx, p).boxed(),
         },
@@ -49,7 +52,7 @@ pub fn registry() -> Registry {
             roles: ALL,
             params: vec![param("name", Kind::String, "API name")],
             response_object: "api",
-            response: API_FIELDS,
+            response: api_fields(),
             related: "",
             handler: |ctx, p| list_apis(ctx, p).boxed(),
         },
@@ -61,88 +64,97 @@ pub fn registry() -> Registry {
             roles: ALL,
             params: vec![],
             response_object: "capability",
-            response: CAPABILITY_FIELDS,
+            response: capability_fields(),
             related: "",
             handler: |ctx, p| list_capabilities(ctx, p).boxed(),
         },
-    ])
+    ];
+    commands.extend(accounts::commands());
+    commands.extend(reads::commands());
+    Registry::new(commands)
 }
 
-const ZONE_FIELDS: &[Field] = &[
-    field("id", "string", "Zone id"),
-    field("name", "string", "Zone name"),
-    field(
-        "networktype",
-        "string",
-        "the network type of the zone; can be Basic or Advanced",
-    ),
-    field(
-        "allocationstate",
-        "string",
-        "the allocation state of the cluster",
-    ),
-    field(
-        "securitygroupsenabled",
-        "boolean",
-        "true if security groups support is enabled, false otherwise",
-    ),
-    field(
-        "localstorageenabled",
-        "boolean",
-        "true if local storage offering enabled, false otherwise",
-    ),
-    field("dns1", "string", "the first DNS for the Zone"),
-    field(
-        "internaldns1",
-        "string",
-        "the first internal DNS for the Zone",
-    ),
-    field(
-        "guestcidraddress",
-        "string",
-        "the guest CIDR address for the Zone",
-    ),
-    field("created", "date", "the date this zone was created"),
-];
+fn zone_fields() -> Vec<Field> {
+    vec![
+        field("id", "string", "Zone id"),
+        field("name", "string", "Zone name"),
+        field(
+            "networktype",
+            "string",
+            "the network type of the zone; can be Basic or Advanced",
+        ),
+        field(
+            "allocationstate",
+            "string",
+            "the allocation state of the cluster",
+        ),
+        field(
+            "securitygroupsenabled",
+            "boolean",
+            "true if security groups support is enabled, false otherwise",
+        ),
+        field(
+            "localstorageenabled",
+            "boolean",
+            "true if local storage offering enabled, false otherwise",
+        ),
+        field("dns1", "string", "the first DNS for the Zone"),
+        field(
+            "internaldns1",
+            "string",
+            "the first internal DNS for the Zone",
+        ),
+        field(
+            "guestcidraddress",
+            "string",
+            "the guest CIDR address for the Zone",
+        ),
+        field("created", "date", "the date this zone was created"),
+    ]
+}
 
-const API_FIELDS: &[Field] = &[
-    field("name", "string", "the name of the api command"),
-    field("description", "string", "description of the api"),
-    field("isasync", "boolean", "true if api is asynchronous"),
-    field(
-        "since",
-        "string",
-        "version of CloudStack the api was introduced in",
-    ),
-    field("related", "string", "comma separated related apis"),
-    field("type", "string", "response field type"),
-    field("params", "set", "the list params the api accepts"),
-    field("response", "set", "api response fields"),
-];
+fn api_fields() -> Vec<Field> {
+    vec![
+        field("name", "string", "the name of the api command"),
+        field("description", "string", "description of the api"),
+        field("isasync", "boolean", "true if api is asynchronous"),
+        field(
+            "since",
+            "string",
+            "version of CloudStack the api was introduced in",
+        ),
+        field("related", "string", "comma separated related apis"),
+        field("type", "string", "response field type"),
+        field("params", "set", "the list params the api accepts"),
+        field("response", "set", "api response fields"),
+    ]
+}
 
-const CAPABILITY_FIELDS: &[Field] = &[
-    field("cloudstackversion", "string", "version of the cloud stack"),
-    field(
-        "securitygroupsenabled",
-        "boolean",
-        "true if any of the zones has security groups enabled",
-    ),
-    field(
-        "defaultuipagesize",
-        "long",
-        "default page size in the UI for various views",
-    ),
-    field(
-        "apilimitinterval",
-        "integer",
-        "time interval (in seconds) to reset api count",
-    ),
-    field(
-        "apilimitmax",
-        "integer",
-        "Max allowed number of api requests within the specified interval",
-    ),
-];
+fn capability_fields() -> Vec<Field> {
+    vec![
+        field("cloudstackversion", "string", "version of the cloud stack"),
+        field(
+            "securitygroupsenabled",
+            "boolean",
+            "true if any of the zones has security groups enabled",
+        ),
+        field(
+            "defaultuipagesize",
+            "long",
+            "default page size in the UI for various views",
+        ),
+        field(
+            "apilimitinterval",
+            "integer",
+            "time interval (in seconds) to reset api count",
+        ),
+        field(
+            "apilimitmax",
+            "integer",
+            "Max allowed number of api requests within the specified interval",
+        ),
+    ]
+}
 
 /// `page` and `pagesize` as CloudStack checks them: both or neither (but
 /// `pagesize=-1` alone means everything); a page size within
@@ -341,4 +353,177 @@ async fn list_capabilities(ctx: &Ctx, _p: &Params) -> Result<Value, ApiError> {
             "apilimitmax": 0,
         }
     }))
+}
+
+/// Whose objects a list shows: the caller's own account unless an admin asks
+/// for another (`account` + `domainid`) or for all it may see (`listall=true`;
+/// a domain admin sees its domain and those below).
+pub enum Owners {
+    All,
+    One(Id<Account>),
+    Within(std::collections::HashSet<Id<Account>>),
+}
+
+impl Owners {
+    pub fn holds(&self, a: Id<Account>) -> bool {
+        match self {
+            Owners::All => true,
+            Owners::One(one) => *one == a,
+            Owners::Within(set) => set.contains(&a),
+        }
+    }
+
+    pub fn index(&self) -> Index {
+        match self {
+            Owners::One(a) => Index::Account(a.uuid()),
+            _ => Index::All,
+        }
+    }
+
+    /// Whether the index alone does not select exactly these owners.
+    pub fn narrows(&self) -> bool {
+        matches!(self, Owners::Within(_))
+    }
+}
+
+pub fn flag(p: &Params, name: &str) -> bool {
+    p.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+pub async fn owners(ctx: &Ctx, p: &Params) -> Result<Owners, ApiError> {
+    use crate::registry::Role;
+    let me = ctx.caller.account.id;
+    if ctx.caller.role == Role::User {
+        return Ok(Owners::One(me));
+    }
+    let own_domain = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
+    if let Some(name) = p.get("account") {
+        let domain_id = match p.get("domainid") {
+            Some(d) => d
+                .parse::<Id<Domain>>()
+                .map_err(|_| ApiError::entity_not_found(ctx.command, "domainid", d))?,
+            None => own_domain.id,
+        };
+        let domain = ctx
+            .store
+            .get::<Domain>(domain_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::entity_not_found(ctx.command, "domainid", &domain_id.to_string())
+            })?
+            .value;
+        if !within(&domain, &own_domain, ctx) {
+            return Err(ApiError::permission_denied(format!(
+                "Account {} does not have permission to operate within domain id={}",
+                ctx.caller.account.name, domain.id
+            )));
+        }
+        let id = Account::id_for(domain.id, name);
+        if ctx
+            .store
+            .get::<Account>(id)
+            .await
+            .map_err(store_error)?
+            .is_none()
+        {
+            return Err(ApiError::invalid_parameter(format!(
+                "Unable to find account {name} in domain id={}",
+                domain.id
+            )));
+        }
+        return Ok(Owners::One(id));
+    }
+    if !flag(p, "listall") {
+        return Ok(Owners::One(me));
+    }
+    if ctx.caller.role == Role::RootAdmin {
+        return Ok(Owners::All);
+    }
+    // A domain admin: every account of its domain and the domains below.
+    let domains = all::<Domain>(ctx).await?;
+    let accounts = all::<Account>(ctx).await?;
+    Ok(Owners::Within(
+        accounts
+            .into_iter()
+            .filter(|a| {
+                domains
+                    .iter()
+                    .find(|d| d.id == a.domain_id)
+                    .is_some_and(|d| within(d, &own_domain, ctx))
+            })
+            .map(|a| a.id)
+            .collect(),
+    ))
+}
+
+/// Whether `d` is `top` or below it (root admins see every domain).
+pub fn within(d: &Domain, top: &Domain, ctx: &Ctx) -> bool {
+    ctx.caller.account.account_type == AccountType::Admin
+        || d.id == top.id
+        || d.path
+            .to_lowercase()
+            .starts_with(&format!("{}/", top.path.to_lowercase()))
+}
+
+/// An object that must exist (a 530 if the store lost one we point to).
+pub async fn get<T: Object>(ctx: &Ctx, id: Id<T>) -> Result<T, ApiError> {
+    ctx.store
+        .get::<T>(id)
+        .await
+        .map_err(store_error)?
+        .map(|v| v.value)
+        .ok_or_else(|| ApiError::internal(format!("{} {id} is missing", T::KIND)))
+}
+
+/// The object a parameter names, or the 431 not-found text.
+pub async fn named<T: Object>(
+    ctx: &Ctx,
+    p: &Params,
+    param: &str,
+) -> Result<stratus_store::Versioned<T>, ApiError> {
+    let raw = p
+        .get(param)
+        .ok_or_else(|| ApiError::missing_parameter(ctx.command, param))?;
+    let id: Id<T> = raw
+        .parse()
+        .map_err(|_| ApiError::entity_not_found(ctx.command, param, raw))?;
+    ctx.store
+        .get::<T>(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::entity_not_found(ctx.command, param, raw))
+}
+
+/// Every object of a kind (small kinds only: domains, accounts, settings).
+pub async fn all<T: Object>(ctx: &Ctx) -> Result<Vec<T>, ApiError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let got = ctx
+            .store
+            .list::<T>(&Index::All, after, 500)
+            .await
+            .map_err(store_error)?;
+        out.extend(got.items.into_iter().map(|v| v.value));
+        match got.next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// A parameter that must parse as an id when given (431 with the not-found text otherwise).
+pub fn id_param<T>(ctx: &Ctx, p: &Params, name: &str) -> Result<Option<Id<T>>, ApiError> {
+    p.get(name)
+        .map(|v| {
+            v.parse::<Id<T>>()
+                .map_err(|_| ApiError::entity_not_found(ctx.command, name, v))
+        })
+        .transpose()
+}
+
+/// Case-insensitive equality of a filter parameter and a value, true when the parameter is absent.
+pub fn eq_param(p: &Params, name: &str, value: &str) -> bool {
+    p.get(name).is_none_or(|v| v.eq_ignore_ascii_case(value))
 }

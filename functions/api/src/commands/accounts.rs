@@ -1,0 +1,625 @@
+//! Domains, accounts, users and their API keys.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use futures::FutureExt;
+use serde_json::{Value, json};
+use stratus_cloudstack::{ApiError, Params, envelope};
+use stratus_model::samples::{Fixture, Sample};
+use stratus_model::*;
+use stratus_store::{Index, StoreError, Transaction};
+
+use super::{all, eq_param, get, named, owners, within};
+use crate::registry::{
+    ADMINS, ALL, Command, Handler, Kind, Param, Role, fields_of, list_params, param, required,
+};
+use crate::{Ctx, store_error, views};
+
+fn command(
+    name: &'static str,
+    description: &'static str,
+    roles: &'static [Role],
+    params: Vec<Param>,
+    object: &'static str,
+    sample: Value,
+    handler: Handler,
+) -> Command {
+    Command {
+        name,
+        description,
+        since: "",
+        is_async: false,
+        roles,
+        params,
+        response_object: object,
+        response: fields_of(object, &sample),
+        related: "",
+        handler,
+    }
+}
+
+fn sample_user() -> Value {
+    let f = Fixture::default();
+    views::user(
+        &User::sample(&f),
+        &Account::sample(&f),
+        &Domain::sample(&f),
+        Some("key"),
+    )
+}
+
+pub fn commands() -> Vec<Command> {
+    let f = Fixture::default();
+    let account_view = views::account(&Account::sample(&f), &Domain::sample(&f), vec![]);
+    let domain_view = views::domain(&Domain::sample(&f), false);
+    let keys_view = json!({"apikey": "", "secretkey": ""});
+    vec![
+        command(
+            "createDomain",
+            "Creates a domain",
+            ADMINS,
+            vec![
+                required("name", Kind::String, "creates domain with this name"),
+                param(
+                    "parentdomainid",
+                    Kind::Uuid,
+                    "assigns new domain a parent domain by domain ID of the parent.  If no parent domain is specied, the ROOT domain is assumed.",
+                ),
+            ],
+            "domain",
+            domain_view.clone(),
+            |c, p| create_domain(c, p).boxed(),
+        ),
+        command(
+            "listDomains",
+            "Lists domains and provides detailed information for listed domains",
+            ADMINS,
+            list_params(&[
+                param("name", Kind::String, "List domain by domain name."),
+                param("level", Kind::Integer, "List domains by domain level."),
+                param(
+                    "listall",
+                    Kind::Boolean,
+                    "If set to false, list only resources belonging to the command's caller; if set to true - list resources that the caller is authorized to see. Default value is false",
+                ),
+            ]),
+            "domain",
+            domain_view,
+            |c, p| list_domains(c, p).boxed(),
+        ),
+        command(
+            "createAccount",
+            "Creates an account",
+            ADMINS,
+            vec![
+                required("username", Kind::String, "Unique username."),
+                required(
+                    "password",
+                    Kind::String,
+                    "Clear text password (Default hashed to SHA256SALT).",
+                ),
+                required("email", Kind::String, "email"),
+                required("firstname", Kind::String, "firstname"),
+                required("lastname", Kind::String, "lastname"),
+                param(
+                    "accounttype",
+                    Kind::Integer,
+                    "Type of the account.  Specify 0 for user, 1 for root admin, and 2 for domain admin",
+                ),
+                param(
+                    "account",
+                    Kind::String,
+                    "Name of the account to be created. The user will be added to this newly created account. If no account is specified, the username will be used as the account name.",
+                ),
+                param(
+                    "domainid",
+                    Kind::Uuid,
+                    "Creates the user under the specified domain.",
+                ),
+            ],
+            "account",
+            account_view.clone(),
+            |c, p| create_account(c, p).boxed(),
+        ),
+        command(
+            "listAccounts",
+            "Lists accounts and provides detailed account information for listed accounts",
+            ALL,
+            list_params(&[
+                param("name", Kind::String, "list account by account name"),
+                param(
+                    "domainid",
+                    Kind::Uuid,
+                    "list only resources belonging to the domain specified",
+                ),
+                param(
+                    "accounttype",
+                    Kind::Integer,
+                    "list accounts by account type",
+                ),
+                param("state", Kind::String, "list accounts by state"),
+                param(
+                    "listall",
+                    Kind::Boolean,
+                    "If set to false, list only resources belonging to the command's caller",
+                ),
+            ]),
+            "account",
+            account_view.clone(),
+            |c, p| list_accounts(c, p).boxed(),
+        ),
+        command(
+            "listUsers",
+            "Lists user accounts",
+            ALL,
+            list_params(&[
+                param("username", Kind::String, "List user by the username"),
+                param(
+                    "account",
+                    Kind::String,
+                    "list resources by account. Must be used with the domainId parameter.",
+                ),
+                param(
+                    "domainid",
+                    Kind::Uuid,
+                    "list only resources belonging to the domain specified",
+                ),
+                param(
+                    "state",
+                    Kind::String,
+                    "List users by state of the user account.",
+                ),
+                param(
+                    "listall",
+                    Kind::Boolean,
+                    "If set to false, list only resources belonging to the command's caller",
+                ),
+            ]),
+            "user",
+            sample_user(),
+            |c, p| list_users(c, p).boxed(),
+        ),
+        command(
+            "registerUserKeys",
+            "This command allows a user to register for the developer API, returning a secret key and an API key. This request is made through the integration API port, so it is a privileged command and must be made on behalf of a user. It is up to the implementer just how the username and password are entered, and then how that translates to an integration API request. Both secret key and API key should be returned to the user",
+            ALL,
+            vec![required("id", Kind::Uuid, "User id")],
+            "userkeys",
+            keys_view.clone(),
+            |c, p| register_user_keys(c, p).boxed(),
+        ),
+        command(
+            "getUserKeys",
+            "This command allows the user to query the seceret and API keys for the account",
+            ALL,
+            vec![required(
+                "id",
+                Kind::Uuid,
+                "ID of the user whose keys are required",
+            )],
+            "userkeys",
+            keys_view,
+            |c, p| get_user_keys(c, p).boxed(),
+        ),
+        command(
+            "enableAccount",
+            "Enables an account",
+            ADMINS,
+            vec![
+                param("id", Kind::Uuid, "Account id"),
+                param("account", Kind::String, "Enables specified account."),
+                param(
+                    "domainid",
+                    Kind::Uuid,
+                    "Enables specified account in this domain.",
+                ),
+            ],
+            "account",
+            account_view,
+            |c, p| enable_account(c, p).boxed(),
+        ),
+    ]
+}
+
+async fn create_domain(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let name = p.get("name").unwrap_or_default();
+    if name.contains('/') {
+        return Err(ApiError::invalid_parameter(
+            "Domain name can't contain a '/'",
+        ));
+    }
+    let parent = match p.get("parentdomainid") {
+        Some(_) => named::<Domain>(ctx, p, "parentdomainid").await?.value,
+        None => get::<Domain>(ctx, Domain::id_for("ROOT")).await?,
+    };
+    let own = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
+    if !within(&parent, &own, ctx) {
+        return Err(ApiError::permission_denied(format!(
+            "Account {} does not have permission to operate within domain id={}",
+            ctx.caller.account.name, parent.id
+        )));
+    }
+    let path = format!("{}/{name}", parent.path);
+    let domain = Domain {
+        id: Domain::id_for(&path),
+        name: name.to_string(),
+        parent_id: Some(parent.id),
+        path,
+        created: Utc::now(),
+    };
+    match ctx.store.create(&domain).await {
+        Ok(_) => Ok(json!({ "domain": views::domain(&domain, false) })),
+        Err(StoreError::Conflict { .. }) => Err(ApiError::invalid_parameter(format!(
+            "Domain with name {name} already exists for the parent id={}",
+            parent.id
+        ))),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+async fn list_domains(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let own = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
+    let domains = all::<Domain>(ctx).await?;
+    let listall = super::flag(p, "listall");
+    let level: Option<usize> = match p.get("level") {
+        Some(l) => Some(
+            l.parse()
+                .map_err(|_| ApiError::invalid_value(ctx.command, "level", l))?,
+        ),
+        None => None,
+    };
+    let id = super::id_param::<Domain>(ctx, p, "id")?;
+    if let Some(id) = id
+        && !domains.iter().any(|d| d.id == id)
+    {
+        return Err(ApiError::entity_not_found(
+            ctx.command,
+            "id",
+            &id.to_string(),
+        ));
+    }
+    let keyword = p.get("keyword").map(str::to_lowercase);
+    let visible: Vec<Value> = domains
+        .iter()
+        .filter(|d| {
+            if listall || id.is_some() {
+                within(d, &own, ctx)
+            } else {
+                d.id == own.id
+            }
+        })
+        .filter(|d| id.is_none_or(|i| d.id == i))
+        .filter(|d| eq_param(p, "name", &d.name))
+        .filter(|d| level.is_none_or(|l| d.path.matches('/').count() == l))
+        .filter(|d| {
+            keyword
+                .as_ref()
+                .is_none_or(|k| d.name.to_lowercase().contains(k.as_str()))
+        })
+        .map(|d| views::domain(d, domains.iter().any(|c| c.parent_id == Some(d.id))))
+        .collect();
+    page_in_memory(ctx, p, "domain", visible)
+}
+
+/// Pages a list already filtered in memory (small kinds).
+fn page_in_memory(ctx: &Ctx, p: &Params, key: &str, items: Vec<Value>) -> Result<Value, ApiError> {
+    let count = items.len() as u64;
+    let window = match super::paging(ctx, p)? {
+        None => items,
+        Some((page, size)) => items
+            .into_iter()
+            .skip(((page - 1) as usize).saturating_mul(size))
+            .take(size)
+            .collect(),
+    };
+    Ok(envelope::list(key, count, window))
+}
+
+fn account_type_param(ctx: &Ctx, p: &Params) -> Result<AccountType, ApiError> {
+    match p.get("accounttype") {
+        None | Some("0") => Ok(AccountType::User),
+        Some("1") => Ok(AccountType::Admin),
+        Some("2") => Ok(AccountType::DomainAdmin),
+        Some(other) => Err(ApiError::invalid_value(ctx.command, "accounttype", other)),
+    }
+}
+
+async fn create_account(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let account_type = account_type_param(ctx, p)?;
+    if account_type == AccountType::Admin && ctx.caller.role != Role::RootAdmin {
+        return Err(ApiError::permission_denied(
+            "Only root admins can create root admin accounts",
+        ));
+    }
+    let domain = match p.get("domainid") {
+        Some(_) => named::<Domain>(ctx, p, "domainid").await?.value,
+        None => get::<Domain>(ctx, ctx.caller.account.domain_id).await?,
+    };
+    let own = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
+    if !within(&domain, &own, ctx) {
+        return Err(ApiError::permission_denied(format!(
+            "Account {} does not have permission to operate within domain id={}",
+            ctx.caller.account.name, domain.id
+        )));
+    }
+    let username = p.get("username").unwrap_or_default();
+    let name = p.get("account").unwrap_or(username);
+    let now = Utc::now();
+    let account = Account {
+        id: Account::id_for(domain.id, name),
+        name: name.to_string(),
+        domain_id: domain.id,
+        account_type,
+        state: AccountState::Enabled,
+        created: now,
+    };
+    let user = User {
+        id: User::id_for(domain.id, username),
+        account_id: account.id,
+        username: username.to_string(),
+        password_hash: password::hash(p.get("password").unwrap_or_default()),
+        firstname: p.get("firstname").unwrap_or_default().to_string(),
+        lastname: p.get("lastname").unwrap_or_default().to_string(),
+        email: p.get("email").unwrap_or_default().to_string(),
+        state: AccountState::Enabled,
+        created: now,
+    };
+    // Both ids follow from their names: the transaction's not-exists
+    // conditions are the uniqueness check, race-free.
+    let mut tx = Transaction::new();
+    tx.create(&account).create(&user);
+    match ctx.store.transact(tx).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { kind, .. }) if kind == User::KIND => {
+            return Err(ApiError::invalid_parameter(format!(
+                "The user {username} already exists in domain {}",
+                domain.path
+            )));
+        }
+        Err(StoreError::Conflict { .. }) => {
+            return Err(ApiError::invalid_parameter(format!(
+                "The account {name} already exists in domain {}",
+                domain.path
+            )));
+        }
+        Err(e) => return Err(store_error(e)),
+    }
+    let users = vec![views::user(&user, &account, &domain, None)];
+    Ok(json!({ "account": views::account(&account, &domain, users) }))
+}
+
+async fn account_view(ctx: &Ctx, a: &Account) -> Result<Value, ApiError> {
+    let domain = get::<Domain>(ctx, a.domain_id).await?;
+    let users = ctx
+        .store
+        .list::<User>(&Index::Account(a.id.uuid()), None, 100)
+        .await
+        .map_err(store_error)?;
+    let keys = api_keys_of(ctx, a.id).await?;
+    let users = users
+        .items
+        .iter()
+        .map(|u| {
+            let key = keys
+                .iter()
+                .find(|k| k.user_id == u.value.id)
+                .map(|k| k.api_key.as_str());
+            views::user(&u.value, a, &domain, key)
+        })
+        .collect();
+    Ok(views::account(a, &domain, users))
+}
+
+async fn api_keys_of(ctx: &Ctx, account: Id<Account>) -> Result<Vec<ApiKey>, ApiError> {
+    Ok(ctx
+        .store
+        .list::<ApiKey>(&Index::Account(account.uuid()), None, 500)
+        .await
+        .map_err(store_error)?
+        .items
+        .into_iter()
+        .map(|k| k.value)
+        .collect())
+}
+
+async fn list_accounts(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let accounts = visible_accounts(ctx, p).await?;
+    let account_type = p
+        .get("accounttype")
+        .map(|_| account_type_param(ctx, p))
+        .transpose()?;
+    let mut items = Vec::new();
+    for a in accounts.iter().filter(|a| {
+        eq_param(p, "name", &a.name)
+            && eq_param(p, "state", &state_name(&a.state))
+            && account_type.is_none_or(|t| a.account_type == t)
+    }) {
+        items.push(account_view(ctx, a).await?);
+    }
+    page_in_memory(ctx, p, "account", items)
+}
+
+/// The accounts a list may show: by `id`, else as [`owners`] decides
+/// (`name` with `domainid` picks one by name, as CloudStack's `account` does).
+async fn visible_accounts(ctx: &Ctx, p: &Params) -> Result<Vec<Account>, ApiError> {
+    let who = owners(ctx, p).await?;
+    if p.get("id").is_some() {
+        let a = named::<Account>(ctx, p, "id").await?.value;
+        let listall = ctx.caller.role != Role::User;
+        let visible = who.holds(a.id) || (listall && can_manage(ctx, &a).await?);
+        return Ok(if visible { vec![a] } else { vec![] });
+    }
+    let domain = super::id_param::<Domain>(ctx, p, "domainid")?;
+    let mut accounts: Vec<Account> = all::<Account>(ctx)
+        .await?
+        .into_iter()
+        .filter(|a| who.holds(a.id) || (domain.is_some() && ctx.caller.role != Role::User))
+        .collect();
+    if let Some(d) = domain {
+        let mut kept = Vec::new();
+        for a in accounts.into_iter().filter(|a| a.domain_id == d) {
+            if can_manage(ctx, &a).await? {
+                kept.push(a);
+            }
+        }
+        accounts = kept;
+    }
+    Ok(accounts)
+}
+
+/// Whether the caller administers `a`: its own account, or, for admins, one in their domains.
+async fn can_manage(ctx: &Ctx, a: &Account) -> Result<bool, ApiError> {
+    if a.id == ctx.caller.account.id {
+        return Ok(true);
+    }
+    if ctx.caller.role == Role::User {
+        return Ok(false);
+    }
+    let own = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
+    let theirs = get::<Domain>(ctx, a.domain_id).await?;
+    Ok(within(&theirs, &own, ctx))
+}
+
+async fn list_users(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let accounts = if p.get("id").is_some() {
+        let u = named::<User>(ctx, p, "id").await?.value;
+        let a = get::<Account>(ctx, u.account_id).await?;
+        if can_manage(ctx, &a).await? {
+            vec![a]
+        } else {
+            vec![]
+        }
+    } else {
+        visible_accounts(ctx, p).await?
+    };
+    let wanted = super::id_param::<User>(ctx, p, "id")?;
+    let mut items = Vec::new();
+    for a in &accounts {
+        let domain = get::<Domain>(ctx, a.domain_id).await?;
+        let keys = api_keys_of(ctx, a.id).await?;
+        let users = ctx
+            .store
+            .list::<User>(&Index::Account(a.id.uuid()), None, 500)
+            .await
+            .map_err(store_error)?;
+        for u in users.items.iter().map(|v| &v.value).filter(|u| {
+            wanted.is_none_or(|w| u.id == w)
+                && eq_param(p, "username", &u.username)
+                && eq_param(p, "state", &state_name(&u.state))
+        }) {
+            let key = keys
+                .iter()
+                .find(|k| k.user_id == u.id)
+                .map(|k| k.api_key.as_str());
+            items.push(views::user(u, a, &domain, key));
+        }
+    }
+    page_in_memory(ctx, p, "user", items)
+}
+
+/// The user `id` names, if the caller may manage it (531 otherwise).
+async fn managed_user(ctx: &Ctx, p: &Params) -> Result<User, ApiError> {
+    let user = named::<User>(ctx, p, "id").await?.value;
+    let account = get::<Account>(ctx, user.account_id).await?;
+    let allowed = if ctx.caller.role == Role::User {
+        user.id == ctx.caller.user.id
+    } else {
+        can_manage(ctx, &account).await?
+    };
+    if !allowed {
+        return Err(ApiError::permission_denied(format!(
+            "Account {} does not have permission to access user {}",
+            ctx.caller.account.name, user.id
+        )));
+    }
+    Ok(user)
+}
+
+fn new_key() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 64]>())
+}
+
+async fn register_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let user = managed_user(ctx, p).await?;
+    let old: Vec<ApiKey> = api_keys_of(ctx, user.account_id)
+        .await?
+        .into_iter()
+        .filter(|k| k.user_id == user.id)
+        .collect();
+    let api_key = new_key();
+    let key = ApiKey {
+        id: ApiKey::id_for(&api_key),
+        api_key,
+        secret_key: new_key(),
+        user_id: user.id,
+        account_id: user.account_id,
+        created: Utc::now(),
+    };
+    // The new pair replaces the old ones, in one transaction.
+    let mut tx = Transaction::new();
+    tx.create(&key);
+    for k in &old {
+        let current = ctx.store.get::<ApiKey>(k.id).await.map_err(store_error)?;
+        if let Some(current) = current {
+            tx.delete(&current);
+        }
+    }
+    ctx.store.transact(tx).await.map_err(store_error)?;
+    Ok(json!({ "userkeys": { "apikey": key.api_key, "secretkey": key.secret_key } }))
+}
+
+async fn get_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let user = managed_user(ctx, p).await?;
+    let key = api_keys_of(ctx, user.account_id)
+        .await?
+        .into_iter()
+        .find(|k| k.user_id == user.id);
+    Ok(match key {
+        Some(k) => json!({ "userkeys": { "apikey": k.api_key, "secretkey": k.secret_key } }),
+        None => json!({ "userkeys": {} }),
+    })
+}
+
+/// The account `id` names, or `account` + `domainid` (431 if neither).
+pub async fn account_param(
+    ctx: &Ctx,
+    p: &Params,
+) -> Result<stratus_store::Versioned<Account>, ApiError> {
+    let account = if p.get("id").is_some() {
+        named::<Account>(ctx, p, "id").await?
+    } else {
+        let (Some(name), Some(_)) = (p.get("account"), p.get("domainid")) else {
+            return Err(ApiError::invalid_parameter(
+                "Either accountId or (account name and domainId) must be specified",
+            ));
+        };
+        let domain = named::<Domain>(ctx, p, "domainid").await?.value;
+        ctx.store
+            .get::<Account>(Account::id_for(domain.id, name))
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(format!(
+                    "Unable to find account by name {name} in domain {}",
+                    domain.id
+                ))
+            })?
+    };
+    if !can_manage(ctx, &account.value).await? {
+        return Err(ApiError::permission_denied(format!(
+            "Account {} does not have permission to operate on account {}",
+            ctx.caller.account.name, account.value.id
+        )));
+    }
+    Ok(account)
+}
+
+async fn enable_account(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let mut account = account_param(ctx, p).await?;
+    if account.value.state != AccountState::Enabled {
+        account.value.state = AccountState::Enabled;
+        account = ctx.store.update(&account).await.map_err(store_error)?;
+    }
+    Ok(json!({ "account": account_view(ctx, &account.value).await? }))
+}

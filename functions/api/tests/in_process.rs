@@ -1,0 +1,494 @@
+//! The API handler in process over a real SQLite store: the registry's
+//! promises, roles and isolation, and thousands of generated bad requests.
+//! (End-to-end tests through the runner and `cs` live in `tests/`.)
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use stratus_cloudstack::signature;
+use stratus_contracts::settings::Defaults;
+use stratus_fn_api::{Api, Request};
+use stratus_model::samples::{Fixture, Sample};
+use stratus_model::*;
+use stratus_store::sqlite::SqliteStore;
+use stratus_store::{Backend, Store};
+
+struct Who {
+    key: String,
+    secret: String,
+    account: Account,
+    user: User,
+}
+
+struct World {
+    api: Api,
+    admin: Who,
+    alice: Who,
+    bob: Who,
+    bobs_vm: Vm,
+}
+
+async fn person(store: &Store, domain: &Domain, name: &str, t: AccountType) -> Who {
+    let account = Account {
+        id: Account::id_for(domain.id, name),
+        name: name.into(),
+        domain_id: domain.id,
+        account_type: t,
+        state: AccountState::Enabled,
+        created: Utc::now(),
+    };
+    let user = User {
+        id: User::id_for(domain.id, name),
+        account_id: account.id,
+        username: name.into(),
+        password_hash: String::new(),
+        firstname: name.into(),
+        lastname: "Test".into(),
+        email: format!("{name}@example.com"),
+        state: AccountState::Enabled,
+        created: Utc::now(),
+    };
+    let key = format!("key-{name}");
+    store.create(&account).await.unwrap();
+    store.create(&user).await.unwrap();
+    store
+        .create(&ApiKey {
+            id: ApiKey::id_for(&key),
+            api_key: key.clone(),
+            secret_key: format!("secret-{name}"),
+            user_id: user.id,
+            account_id: account.id,
+            created: Utc::now(),
+        })
+        .await
+        .unwrap();
+    Who {
+        key,
+        secret: format!("secret-{name}"),
+        account,
+        user,
+    }
+}
+
+async fn world() -> World {
+    let path = std::env::temp_dir().join(format!("api-{}.db", uuid::Uuid::new_v4().simple()));
+    let store = Arc::new(Store::new(Backend::Sqlite(
+        SqliteStore::open(&path, "t_").unwrap(),
+    )));
+    let root = Domain {
+        id: Domain::id_for("ROOT"),
+        name: "ROOT".into(),
+        parent_id: None,
+        path: "ROOT".into(),
+        created: Utc::now(),
+    };
+    store.create(&root).await.unwrap();
+    let admin = person(&store, &root, "admin", AccountType::Admin).await;
+    let alice = person(&store, &root, "alice", AccountType::User).await;
+    let bob = person(&store, &root, "bob", AccountType::User).await;
+    let f = Fixture::default();
+    store
+        .create(&Zone {
+            id: f.zone,
+            ..Zone::sample(&f)
+        })
+        .await
+        .unwrap();
+    let bobs_vm = Vm {
+        account_id: bob.account.id,
+        domain_id: root.id,
+        ..Vm::sample(&f)
+    };
+    store.create(&bobs_vm).await.unwrap();
+    World {
+        api: Api::new(store, Arc::new(Defaults::default())),
+        admin,
+        alice,
+        bob,
+        bobs_vm,
+    }
+}
+
+async fn call(api: &Api, who: &Who, params: &[(&str, &str)]) -> (u16, Value) {
+    let mut pairs: Vec<(String, String)> = vec![
+        ("apiKey".into(), who.key.clone()),
+        ("response".into(), "json".into()),
+    ];
+    pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let query = signature::signed_query(&pairs, &who.secret);
+    send(api, "GET", &query, b"").await
+}
+
+async fn send(api: &Api, method: &str, query: &str, body: &[u8]) -> (u16, Value) {
+    let r = api
+        .handle(&Request {
+            method: method.into(),
+            raw_query: query.into(),
+            body: body.to_vec(),
+            content_type: Some("application/x-www-form-urlencoded".into()),
+            request_id: "test".into(),
+        })
+        .await;
+    if r.content_type.starts_with("text/xml") {
+        // CloudStack's default format, for requests that did not ask for JSON.
+        return (r.status, xml_error(&r.body));
+    }
+    let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
+    (r.status, v)
+}
+
+/// An XML error envelope as `{"<key>": {"errorcode": N, "errortext": "..."}}`.
+fn xml_error(body: &str) -> Value {
+    let between = |open: &str, close: &str| {
+        let start = body
+            .find(open)
+            .unwrap_or_else(|| panic!("{open} in {body}"))
+            + open.len();
+        body[start..][..body[start..].find(close).unwrap()].to_string()
+    };
+    assert!(
+        body.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><"#),
+        "{body}"
+    );
+    let key = between("?><", " ");
+    assert!(body.ends_with(&format!("</{key}>")), "{body}");
+    let code: u16 = between("<errorcode>", "</errorcode>").parse().unwrap();
+    serde_json::json!({ key: { "errorcode": code, "errortext": between("<errortext>", "</errortext>") } })
+}
+
+/// The inner object of a one-key envelope.
+fn inner(v: &Value) -> &Value {
+    let m = v.as_object().unwrap();
+    assert_eq!(m.len(), 1, "one top-level key: {v}");
+    m.values().next().unwrap()
+}
+
+#[tokio::test]
+async fn every_command_without_its_required_parameters_gets_431() {
+    let w = world().await;
+    for cmd in w.api.registry.all() {
+        let (status, body) = call(&w.api, &w.admin, &[("command", cmd.name)]).await;
+        match cmd.params.iter().find(|p| p.required) {
+            Some(p) => {
+                assert_eq!(status, 431, "{}: {body}", cmd.name);
+                assert_eq!(
+                    inner(&body)["errortext"],
+                    format!(
+                        "Unable to execute API command {} due to missing parameter {}",
+                        cmd.name.to_lowercase(),
+                        p.name
+                    )
+                );
+            }
+            None => assert_ne!(status, 432, "{}: {body}", cmd.name),
+        }
+        // Names are case-insensitive, never 432 for a registered command.
+        let (status, _) = call(&w.api, &w.admin, &[("command", &cmd.name.to_uppercase())]).await;
+        assert_ne!(status, 432, "{}", cmd.name);
+    }
+}
+
+#[tokio::test]
+async fn list_apis_is_the_registry_filtered_by_role() {
+    let w = world().await;
+    let names = |v: &Value| -> Vec<String> {
+        inner(v)["api"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, admin) = call(&w.api, &w.admin, &[("command", "listApis")]).await;
+    let all: Vec<String> = w
+        .api
+        .registry
+        .all()
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
+    assert_eq!(names(&admin), all);
+    assert_eq!(inner(&admin)["count"], all.len());
+    let (_, user) = call(&w.api, &w.alice, &[("command", "listApis")]).await;
+    let allowed: Vec<String> = w
+        .api
+        .registry
+        .all()
+        .iter()
+        .filter(|c| c.roles.contains(&stratus_fn_api::registry::Role::User))
+        .map(|c| c.name.to_string())
+        .collect();
+    assert_eq!(names(&user), allowed);
+    assert!(!allowed.contains(&"listHosts".to_string()));
+    for api in inner(&admin)["api"].as_array().unwrap() {
+        assert!(api["isasync"].is_boolean());
+        assert!(
+            !api["response"].as_array().unwrap().is_empty(),
+            "{}",
+            api["name"]
+        );
+        for p in api["params"].as_array().unwrap() {
+            for f in ["name", "description", "type"] {
+                assert!(p[f].is_string(), "{p}");
+            }
+            assert!(p["length"].is_u64() && p["required"].is_boolean(), "{p}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn accounts_see_only_their_own() {
+    let w = world().await;
+    let vm = w.bobs_vm.id.to_string();
+    // Bob sees his VM; Alice sees nothing, by list, by id, or with listall.
+    let (_, b) = call(&w.api, &w.bob, &[("command", "listVirtualMachines")]).await;
+    assert_eq!(inner(&b)["count"], 1);
+    for params in [
+        vec![("command", "listVirtualMachines")],
+        vec![("command", "listVirtualMachines"), ("id", vm.as_str())],
+        vec![("command", "listVirtualMachines"), ("listall", "true")],
+        vec![("command", "listVirtualMachines"), ("ids", vm.as_str())],
+    ] {
+        let (status, a) = call(&w.api, &w.alice, &params).await;
+        assert_eq!(
+            (status, inner(&a)),
+            (200, &serde_json::json!({})),
+            "{params:?}"
+        );
+    }
+    // Naming another account is refused to a user (it is ignored: own only).
+    let (_, a) = call(
+        &w.api,
+        &w.alice,
+        &[("command", "listVirtualMachines"), ("account", "bob")],
+    )
+    .await;
+    assert_eq!(inner(&a), &serde_json::json!({}));
+    // The admin sees it only when asking for all, or for bob's account.
+    let (_, own) = call(&w.api, &w.admin, &[("command", "listVirtualMachines")]).await;
+    assert_eq!(inner(&own), &serde_json::json!({}));
+    let (_, all) = call(
+        &w.api,
+        &w.admin,
+        &[("command", "listVirtualMachines"), ("listall", "true")],
+    )
+    .await;
+    assert_eq!(inner(&all)["virtualmachine"][0]["id"], vm);
+    let root = w.bob.account.domain_id.to_string();
+    let (_, bobs) = call(
+        &w.api,
+        &w.admin,
+        &[
+            ("command", "listVirtualMachines"),
+            ("account", "bob"),
+            ("domainid", &root),
+        ],
+    )
+    .await;
+    assert_eq!(inner(&bobs)["count"], 1);
+    // Acting on another account's user: 531. Fabric commands: 401 for users.
+    let (status, _) = call(
+        &w.api,
+        &w.alice,
+        &[
+            ("command", "getUserKeys"),
+            ("id", &w.bob.user.id.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 531);
+    let (status, body) = call(&w.api, &w.alice, &[("command", "listHosts")]).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        inner(&body)["errortext"],
+        "The given command 'listHosts' either does not exist, is not available for user."
+    );
+    // Users and accounts: own only.
+    let (_, users) = call(
+        &w.api,
+        &w.alice,
+        &[("command", "listUsers"), ("listall", "true")],
+    )
+    .await;
+    assert_eq!(inner(&users)["count"], 1);
+    assert_eq!(inner(&users)["user"][0]["username"], "alice");
+    let (_, accounts) = call(
+        &w.api,
+        &w.alice,
+        &[
+            ("command", "listAccounts"),
+            ("id", &w.bob.account.id.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(inner(&accounts), &serde_json::json!({}));
+    let (_, keys) = call(
+        &w.api,
+        &w.alice,
+        &[
+            ("command", "getUserKeys"),
+            ("id", &w.alice.user.id.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(inner(&keys)["userkeys"]["apikey"], "key-alice");
+}
+
+#[tokio::test]
+async fn accounts_are_created_once_and_new_keys_replace_old() {
+    let w = world().await;
+    let create = [
+        ("command", "createAccount"),
+        ("username", "carol"),
+        ("password", "p~ss word"),
+        ("email", "c@example.com"),
+        ("firstname", "Carol"),
+        ("lastname", "C"),
+    ];
+    let (status, body) = call(&w.api, &w.admin, &create).await;
+    assert_eq!(status, 200, "{body}");
+    let account = &inner(&body)["account"];
+    assert_eq!(account["name"], "carol");
+    assert_eq!(account["accounttype"], 0);
+    let user_id = account["user"][0]["id"].as_str().unwrap().to_string();
+    let (status, body) = call(&w.api, &w.admin, &create).await;
+    assert_eq!(status, 431, "{body}");
+    let (_, keys) = call(
+        &w.api,
+        &w.admin,
+        &[("command", "registerUserKeys"), ("id", &user_id)],
+    )
+    .await;
+    let first = inner(&keys)["userkeys"].clone();
+    let carol = |k: &Value| Who {
+        key: k["apikey"].as_str().unwrap().into(),
+        secret: k["secretkey"].as_str().unwrap().into(),
+        account: w.alice.account.clone(),
+        user: w.alice.user.clone(),
+    };
+    let (status, _) = call(&w.api, &carol(&first), &[("command", "listZones")]).await;
+    assert_eq!(status, 200);
+    let (_, keys) = call(
+        &w.api,
+        &w.admin,
+        &[("command", "registerUserKeys"), ("id", &user_id)],
+    )
+    .await;
+    let second = inner(&keys)["userkeys"].clone();
+    assert_ne!(first, second);
+    let (status, _) = call(&w.api, &carol(&first), &[("command", "listZones")]).await;
+    assert_eq!(status, 401, "old keys are replaced");
+    let (status, _) = call(&w.api, &carol(&second), &[("command", "listZones")]).await;
+    assert_eq!(status, 200);
+}
+
+/// Thousands of malformed requests: always a CloudStack error with a 4xx/5xx
+/// code it defines (never a 5xx of ours), one top-level key, no panic.
+#[tokio::test]
+async fn generated_bad_input_always_gets_a_cloudstack_error() {
+    let w = world().await;
+    let mut rng = StdRng::seed_from_u64(20261125);
+    let commands: Vec<&'static str> = w.api.registry.all().iter().map(|c| c.name).collect();
+    let values = [
+        "",
+        " ",
+        "-1",
+        "0",
+        "99999999999999999999",
+        "abc",
+        "true",
+        "False",
+        "%",
+        "%%",
+        "\u{0}",
+        "\n",
+        "a\u{7}b",
+        "../../etc/passwd",
+        "' OR 1=1 --",
+        "<xml>",
+        "🦀",
+        "\u{202e}",
+        "nan",
+        "3c5d5d3e-0000-4000-8000-000000000000",
+        "3c5d5d3e-0000-4000-8000",
+        "[]",
+        "{}",
+        "tags[0",
+        "x".repeat(5000).leak(),
+    ];
+    let names = [
+        "id",
+        "page",
+        "pagesize",
+        "keyword",
+        "zoneid",
+        "templatefilter",
+        "jobid",
+        "listall",
+        "tags[0].key",
+        "tags[x].y",
+        "a[0][1].b",
+        "name",
+        "account",
+        "domainid",
+        "username",
+        "accounttype",
+        "ids",
+        "type",
+        "startdate",
+        "level",
+    ];
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..2500 {
+        let mut params: Vec<(String, String)> = vec![];
+        let cmd = if rng.random_ratio(1, 10) {
+            values[rng.random_range(0..values.len())].to_string()
+        } else {
+            commands[rng.random_range(0..commands.len())].to_string()
+        };
+        params.push(("command".into(), cmd));
+        for _ in 0..rng.random_range(0..5) {
+            let n = names[rng.random_range(0..names.len())];
+            let v = values[rng.random_range(0..values.len())];
+            params.push((n.into(), v.into()));
+        }
+        let who = [&w.admin, &w.alice][i % 2];
+        let (status, body) = if rng.random_ratio(1, 8) {
+            // Unsigned or garbage transport.
+            let garbage: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+            send(&w.api, "POST", &String::from_utf8_lossy(&garbage), &garbage).await
+        } else {
+            let mut pairs = vec![
+                ("apiKey".to_string(), who.key.clone()),
+                ("response".into(), "json".into()),
+            ];
+            pairs.extend(params);
+            let query = signature::signed_query(&pairs, &who.secret);
+            if rng.random_ratio(1, 3) {
+                send(&w.api, "POST", "", query.as_bytes()).await
+            } else {
+                send(&w.api, "GET", &query, b"").await
+            }
+        };
+        assert!(
+            [200, 400, 401, 405, 430, 431, 432, 531].contains(&status),
+            "status {status}: {body}"
+        );
+        let inner = inner(&body);
+        if status != 200 {
+            assert_eq!(inner["errorcode"], status, "{body}");
+            assert!(
+                inner["errortext"].as_str().is_some_and(|t| !t.is_empty()),
+                "{body}"
+            );
+        }
+        *seen.entry(status).or_insert(0) += 1;
+    }
+    // The generator reached every kind of answer it should.
+    for s in [200, 401, 430, 431, 432] {
+        assert!(seen.contains_key(&s), "no {s} among {seen:?}");
+    }
+}
