@@ -37,10 +37,17 @@ pub struct Platform {
 
 impl Platform {
     pub fn start(env: &TestEnv) -> Self {
+        Self::start_with(env, |_| {})
+    }
+
+    /// Starts the platform with the manifest changed by `edit` (extra environment, say).
+    pub fn start_with(env: &TestEnv, edit: impl FnOnce(&mut Value)) -> Self {
+        let mut manifest = platform_manifest();
+        edit(&mut manifest);
         let runner = Runner::start(
             env,
             RunnerOptions {
-                manifest: platform_manifest(),
+                manifest,
                 topology: None,
                 extra_args: vec![],
             },
@@ -93,13 +100,27 @@ impl Platform {
         }
     }
 
-    /// A signed GET with the admin's keys (signature v3, expiring in 10 minutes
-    /// unless `params` says otherwise): the status and the JSON body.
+    /// A signed GET with the admin's keys: the status and the JSON body.
     pub async fn get(&self, params: &[(&str, &str)]) -> (u16, Value) {
         self.get_as(&self.key, &self.secret, params).await
     }
 
     pub async fn get_as(&self, key: &str, secret: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        self.raw_get(&Self::signed(key, secret, params)).await
+    }
+
+    /// The status of a signed GET with the admin's keys, whatever the body.
+    pub async fn status_of(&self, params: &[(&str, &str)]) -> u16 {
+        let query = Self::signed(&self.key, &self.secret, params);
+        reqwest::get(format!("{}?{query}", self.endpoint))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// A signed query string (v3, expiring in 10 minutes unless `params` says otherwise).
+    fn signed(key: &str, secret: &str, params: &[(&str, &str)]) -> String {
         let mut pairs: Vec<(String, String)> = vec![
             ("apiKey".into(), key.into()),
             ("response".into(), "json".into()),
@@ -116,8 +137,7 @@ impl Platform {
             ));
         }
         pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let query = stratus_cloudstack::signature::signed_query(&pairs, secret);
-        self.raw_get(&query).await
+        stratus_cloudstack::signature::signed_query(&pairs, secret)
     }
 
     /// A GET with this exact query string.
@@ -130,5 +150,69 @@ impl Platform {
         let body = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("status {status}, body not JSON ({e}): {text}"));
         (status, body)
+    }
+}
+
+/// Sets `key=value` in the environment of function `function` in a manifest.
+pub fn set_env(manifest: &mut Value, function: &str, key: &str, value: &str) {
+    let f = manifest["functions"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["name"] == function)
+        .unwrap_or_else(|| panic!("no function {function}"));
+    if f.get("environment").is_none() {
+        f["environment"] = serde_json::json!({});
+    }
+    f["environment"][key] = Value::String(value.into());
+}
+
+/// A user account made through the API (`createAccount`), with its own keys (`registerUserKeys`).
+pub struct ApiUser {
+    pub account_id: String,
+    pub user_id: String,
+    pub key: String,
+    pub secret: String,
+    pub ini: PathBuf,
+}
+
+impl Platform {
+    pub fn create_user(&self, name: &str) -> ApiUser {
+        let created = self
+            .cs(&[
+                "createAccount",
+                &format!("username={name}"),
+                "password=pa ss~word",
+                &format!("email={name}@example.com"),
+                "firstname=Test",
+                &format!("lastname={name}"),
+                "accounttype=0",
+            ])
+            .unwrap();
+        let account = &created["account"];
+        let user_id = account["user"][0]["id"].as_str().unwrap().to_string();
+        let keys = self
+            .cs(&["registerUserKeys", &format!("id={user_id}")])
+            .unwrap();
+        let (key, secret) = (
+            keys["userkeys"]["apikey"].as_str().unwrap().to_string(),
+            keys["userkeys"]["secretkey"].as_str().unwrap().to_string(),
+        );
+        let ini = self.ini.with_file_name(format!("cs-{name}.ini"));
+        std::fs::write(
+            &ini,
+            format!(
+                "[cloudstack]\nendpoint = {}\nkey = {key}\nsecret = {secret}\npoll_interval = 0.2\ntimeout = 30\n",
+                self.endpoint
+            ),
+        )
+        .unwrap();
+        ApiUser {
+            account_id: account["id"].as_str().unwrap().to_string(),
+            user_id,
+            key,
+            secret,
+            ini,
+        }
     }
 }

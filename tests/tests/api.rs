@@ -2,8 +2,10 @@
 //! bootstrap at start-up, the real `cs` client, signed requests of our own.
 
 use serde_json::json;
+use std::time::{Duration, Instant};
 use stratus_tests::TestEnv;
-use stratus_tests::cloudstack::Platform;
+
+use stratus_tests::cloudstack::{Platform, set_env};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cs_lists_the_bootstrapped_zone() {
@@ -123,4 +125,99 @@ fn stratus_fn_api_names() -> Vec<&'static str> {
         .iter()
         .map(|c| c.name)
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disable_account_is_a_job_that_ends_and_the_keys_are_refused_after() {
+    let env = TestEnv::new("api-disable");
+    let p = Platform::start(&env);
+    let alice = p.create_user("alice");
+    // Alice works, and sees only her own account.
+    let zones = p.cs_with(&alice.ini, &["listZones"]).unwrap();
+    assert_eq!(zones["count"], 1);
+    let mine = p
+        .cs_with(&alice.ini, &["listAccounts", "listall=true"])
+        .unwrap();
+    assert_eq!(mine["count"], 1);
+    assert_eq!(mine["account"][0]["name"], "alice");
+    // Isolation probes: alice cannot see or act on the admin's things.
+    let admins = p.cs(&["listUsers", "username=admin"]).unwrap();
+    let admin_user = admins["user"][0]["id"].as_str().unwrap();
+    let err = p
+        .cs_with(&alice.ini, &["getUserKeys", &format!("id={admin_user}")])
+        .unwrap_err();
+    assert!(err.contains("531"), "{err}");
+    let err = p.cs_with(&alice.ini, &["listHosts"]).unwrap_err();
+    assert!(err.contains("401"), "{err}");
+    // The admin disables alice: cs polls the job to its end and prints its result.
+    let done = p
+        .cs(&[
+            "disableAccount",
+            &format!("id={}", alice.account_id),
+            "lock=false",
+        ])
+        .unwrap();
+    assert_eq!(done["account"]["state"], "disabled", "{done}");
+    // The job is listed as ended, with its class name.
+    let jobs = p.cs(&["listAsyncJobs"]).unwrap();
+    let job = &jobs["asyncjobs"][0];
+    assert_eq!(job["jobstatus"], 1, "{jobs}");
+    assert_eq!(job["jobresultcode"], 0);
+    assert_eq!(
+        job["cmd"],
+        "org.apache.cloudstack.api.command.admin.account.DisableAccountCmd"
+    );
+    assert_eq!(job["jobinstanceid"], alice.account_id.as_str());
+    // Alice's keys are refused now.
+    let (status, body) = p
+        .get_as(&alice.key, &alice.secret, &[("command", "listZones")])
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(p.cs_with(&alice.ini, &["listZones"]).is_err());
+    // Enabled again, they work again.
+    p.cs(&["enableAccount", &format!("id={}", alice.account_id)])
+        .unwrap();
+    assert!(p.cs_with(&alice.ini, &["listZones"]).is_ok());
+    // The async command without its required parameter: 431, never a job.
+    let (status, _) = p
+        .get(&[("command", "disableAccount"), ("id", &alice.account_id)])
+        .await;
+    assert_eq!(status, 431);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_ends_even_when_the_api_dies_before_publishing_its_message() {
+    let env = TestEnv::new("api-crash");
+    let p = Platform::start_with(&env, |m| {
+        set_env(m, "api", "STRATUS_FAULT_EXIT_BEFORE_PUBLISH", "1");
+        set_env(m, "outbox-relay", "STRATUS_OUTBOX_GRACE_MS", "300");
+    });
+    let bob = p.create_user("bob");
+    // The function records the job, then dies: the caller gets no answer.
+    let status = p
+        .status_of(&[
+            ("command", "disableAccount"),
+            ("id", &bob.account_id),
+            ("lock", "true"),
+        ])
+        .await;
+    assert!(status >= 500, "the function died: {status}");
+    // The relay publishes the job's message; the orchestrator ends the job.
+    let started = Instant::now();
+    loop {
+        let accounts = p
+            .cs(&["listAccounts", &format!("id={}", bob.account_id)])
+            .unwrap();
+        let jobs = p.cs(&["listAsyncJobs"]).unwrap();
+        if accounts["account"][0]["state"] == "locked" && jobs["asyncjobs"][0]["jobstatus"] == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the job did not end: {accounts} {jobs}\n{}",
+            p.runner.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(p.runner.log().contains("republishing from the outbox"));
 }

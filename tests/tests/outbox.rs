@@ -68,7 +68,7 @@ async fn the_relay_republishes_what_a_dead_publisher_left() {
         .await;
     assert!(store.get(row.id).await.unwrap().is_none());
     commands.expect_none(Duration::from_secs(2)).await;
-    assert!(runner.log().contains("republished from the outbox"));
+    assert!(runner.log().contains("republishing from the outbox"));
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@
 //! `lambda_http`, tests call [`Api::handle`] directly.
 
 pub mod commands;
+pub mod jobs;
 pub mod registry;
-pub mod views;
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use chrono::Utc;
 use stratus_cloudstack::envelope::{self, Format, Response, response_key};
 use stratus_cloudstack::{ApiError, Params, RawParams, signature};
 use stratus_contracts::settings::{SettingsSource, names};
+use stratus_messaging::publisher::Publisher;
 use stratus_model::{Account, AccountState, AccountType, ApiKey, User};
 use stratus_store::Store;
 
@@ -43,6 +44,8 @@ pub struct Caller {
 /// What a command's handler sees.
 pub struct Ctx {
     pub store: Arc<Store>,
+    /// Where job messages go; without one they wait in the outbox for the relay.
+    pub publisher: Option<Arc<Publisher>>,
     pub settings: Arc<dyn SettingsSource>,
     pub caller: Caller,
     pub command: &'static str,
@@ -51,14 +54,20 @@ pub struct Ctx {
 
 pub struct Api {
     pub store: Arc<Store>,
+    pub publisher: Option<Arc<Publisher>>,
     pub settings: Arc<dyn SettingsSource>,
     pub registry: Arc<Registry>,
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, settings: Arc<dyn SettingsSource>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        publisher: Option<Arc<Publisher>>,
+        settings: Arc<dyn SettingsSource>,
+    ) -> Self {
         Api {
             store,
+            publisher,
             settings,
             registry: Arc::new(commands::registry()),
         }
@@ -109,6 +118,7 @@ impl Api {
         check_params(cmd, &params)?;
         let ctx = Ctx {
             store: self.store.clone(),
+            publisher: self.publisher.clone(),
             settings: self.settings.clone(),
             caller,
             command: cmd.name,

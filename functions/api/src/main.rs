@@ -7,6 +7,7 @@ use lambda_http::{Body, Error, Request, RequestExt, Response, service_fn};
 use stratus_contracts::config::Config;
 use stratus_contracts::settings::Defaults;
 use stratus_fn_api::Api;
+use stratus_messaging::publisher::Publisher;
 use stratus_store::Store;
 use tracing::Instrument;
 
@@ -15,7 +16,13 @@ async fn main() -> Result<(), Error> {
     stratus_messaging::logging::init();
     let config = Config::from_env()?;
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
-    let api = Arc::new(Api::new(store, Arc::new(Defaults::default())));
+    let topology = Arc::new(stratus_messaging::broker::topology(&config)?);
+    let publisher = Arc::new(Publisher::new(config, topology, "stratus-fn-api"));
+    let api = Arc::new(Api::new(
+        store,
+        Some(publisher),
+        Arc::new(Defaults::default()),
+    ));
     lambda_http::run(service_fn(move |req: Request| {
         let api = api.clone();
         async move {

@@ -104,7 +104,7 @@ async fn world() -> World {
     };
     store.create(&bobs_vm).await.unwrap();
     World {
-        api: Api::new(store, Arc::new(Defaults::default())),
+        api: Api::new(store, None, Arc::new(Defaults::default())),
         admin,
         alice,
         bob,
@@ -491,4 +491,62 @@ async fn generated_bad_input_always_gets_a_cloudstack_error() {
     for s in [200, 401, 430, 431, 432] {
         assert!(seen.contains_key(&s), "no {s} among {seen:?}");
     }
+}
+
+#[tokio::test]
+async fn every_async_command_answers_with_a_job_and_its_message_waits_in_the_outbox() {
+    let w = world().await;
+    let asyncs: Vec<&str> = w
+        .api
+        .registry
+        .all()
+        .iter()
+        .filter(|c| c.is_async)
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        asyncs,
+        vec!["disableAccount"],
+        "a new async command needs a case here"
+    );
+    let (status, body) = call(
+        &w.api,
+        &w.admin,
+        &[
+            ("command", "disableAccount"),
+            ("id", &w.bob.account.id.to_string()),
+            ("lock", "false"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let job = inner(&body)["jobid"].as_str().unwrap().to_string();
+    // Pending, with no jobresult, until the orchestrator ends it.
+    let (_, q) = call(
+        &w.api,
+        &w.admin,
+        &[("command", "queryAsyncJobResult"), ("jobid", &job)],
+    )
+    .await;
+    assert_eq!(inner(&q)["jobstatus"], 0);
+    assert!(inner(&q).get("jobresult").is_none(), "{q}");
+    assert_eq!(inner(&q)["jobinstancetype"], "Account");
+    // No broker here: the message waits in the outbox, with the job's id.
+    let pending = w
+        .api
+        .store
+        .outbox_pending(std::time::Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].job_id.as_deref(), Some(job.as_str()));
+    assert_eq!(pending[0].message_type, "account.disable");
+    // Bob may not query the admin's job.
+    let (status, _) = call(
+        &w.api,
+        &w.bob,
+        &[("command", "queryAsyncJobResult"), ("jobid", &job)],
+    )
+    .await;
+    assert_eq!(status, 531);
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use stratus_messaging::outbox;
-use stratus_messaging::publisher::{PublishError, Publisher};
+use stratus_messaging::publisher::Publisher;
 use stratus_store::{Store, StoreError};
 
 /// Rows younger than this are left to the publisher that wrote them.
@@ -30,23 +30,12 @@ pub async fn relay(
     grace: Duration,
 ) -> Result<Report, StoreError> {
     let pending = store.outbox_pending(grace, BATCH).await?;
-    let mut report = Report::default();
     for row in &pending {
-        match publisher.publish(outbox::outgoing(row)).await {
-            Ok(()) => {
-                store.outbox_sent(row.id).await?;
-                report.republished += 1;
-                tracing::info!(message_id = %row.id, job_id = row.job_id.as_deref().unwrap_or(""), message_type = %row.message_type, "republished from the outbox");
-            }
-            Err(e) => {
-                report.failed += 1;
-                log_failure(row, &e);
-            }
-        }
+        tracing::info!(message_id = %row.id, job_id = row.job_id.as_deref().unwrap_or(""), message_type = %row.message_type, "republishing from the outbox");
     }
-    Ok(report)
-}
-
-fn log_failure(row: &stratus_model::OutboxMessage, e: &PublishError) {
-    tracing::error!(message_id = %row.id, job_id = row.job_id.as_deref().unwrap_or(""), error = %e, "outbox row not republished; it stays for the next run");
+    let sent = outbox::publish_committed(store, publisher, &pending).await;
+    Ok(Report {
+        republished: sent.published,
+        failed: sent.failed,
+    })
 }

@@ -8,13 +8,15 @@
 //! - [`envelope`]: `<command>response` envelopes in JSON and XML, lists with
 //!   `count`, empty lists as `{}`;
 //! - [`error`]: error codes, `cserrorcode`s and the exact texts clients match on;
-//! - [`date`]: CloudStack's date format.
+//! - [`date`]: CloudStack's date format;
+//! - [`views`]: model objects as responses and job results show them.
 
 pub mod date;
 pub mod envelope;
 pub mod error;
 pub mod params;
 pub mod signature;
+pub mod views;
 
 pub use envelope::Format;
 pub use error::{ApiError, ErrorCode};

@@ -65,6 +65,11 @@ pub const REGISTRY: &[MessageType] = &[
         kind: Kind::Command,
         description: "Ends the function's process at once; exercises crash recovery.",
     },
+    MessageType {
+        name: account::DISABLE,
+        kind: Kind::Command,
+        description: "Disables or locks an account (disableAccount's job); the orchestrator carries it out and ends the job.",
+    },
 ];
 
 pub fn lookup(name: &str) -> Option<&'static MessageType> {
@@ -130,6 +135,22 @@ pub mod diag {
     #[serde(deny_unknown_fields)]
     pub struct Exit {
         pub code: i32,
+    }
+}
+
+/// Accounts: commands the API sends for account jobs.
+pub mod account {
+    use super::*;
+
+    pub const DISABLE: &str = "account.disable";
+
+    /// disableAccount: the job's id travels in the envelope's `job_id`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Disable {
+        pub account_id: String,
+        /// true: lock (users cannot log in); false: disable.
+        pub lock: bool,
     }
 }
 

@@ -50,6 +50,42 @@ pub fn outgoing(m: &OutboxMessage) -> Outgoing {
     Outgoing::envelope(&m.exchange, &m.routing_key, &envelope_of(m))
 }
 
+/// How a round of outbox publishing went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Sent {
+    pub published: usize,
+    pub failed: usize,
+}
+
+/// Publishes outbox rows (committed before this is called), each confirmed,
+/// and removes each row once the broker has it. A row that fails to publish,
+/// or whose removal fails, stays for the relay, which sends it again with
+/// the same message id; consumers are idempotent on it.
+pub async fn publish_committed(
+    store: &stratus_store::Store,
+    publisher: &crate::publisher::Publisher,
+    rows: &[OutboxMessage],
+) -> Sent {
+    let mut sent = Sent::default();
+    for row in rows {
+        let job_id = row.job_id.as_deref().unwrap_or("");
+        match publisher.publish(outgoing(row)).await {
+            Ok(()) => match store.outbox_sent(row.id).await {
+                Ok(()) => sent.published += 1,
+                Err(e) => {
+                    sent.failed += 1;
+                    tracing::warn!(message_id = %row.id, job_id, error = %e, "published; the outbox row stays and will be sent again");
+                }
+            },
+            Err(e) => {
+                sent.failed += 1;
+                tracing::error!(message_id = %row.id, job_id, error = %e, "not published; the outbox row stays for the relay");
+            }
+        }
+    }
+    sent
+}
+
 /// The message id of an outbox row.
 pub fn message_id(m: &OutboxMessage) -> Uuid {
     m.id.uuid()

@@ -14,7 +14,8 @@ use super::{all, eq_param, get, named, owners, within};
 use crate::registry::{
     ADMINS, ALL, Command, Handler, Kind, Param, Role, fields_of, list_params, param, required,
 };
-use crate::{Ctx, store_error, views};
+use crate::{Ctx, store_error};
+use stratus_cloudstack::views;
 
 fn command(
     name: &'static str,
@@ -216,10 +217,63 @@ pub fn commands() -> Vec<Command> {
                 ),
             ],
             "account",
-            account_view,
+            account_view.clone(),
             |c, p| enable_account(c, p).boxed(),
         ),
+        Command {
+            is_async: true,
+            ..command(
+                "disableAccount",
+                "Disables an account",
+                ADMINS,
+                vec![
+                    required(
+                        "lock",
+                        Kind::Boolean,
+                        "If true, only lock the account; else disable the account",
+                    ),
+                    param("id", Kind::Uuid, "Account id"),
+                    param("account", Kind::String, "Disables specified account."),
+                    param(
+                        "domainid",
+                        Kind::Uuid,
+                        "Disables specified account in this domain.",
+                    ),
+                ],
+                "account",
+                account_view,
+                |c, p| disable_account(c, p).boxed(),
+            )
+        },
     ]
+}
+
+/// CloudStack's command class for disableAccount, shown as the job's `cmd`.
+const DISABLE_ACCOUNT_CMD: &str =
+    "org.apache.cloudstack.api.command.admin.account.DisableAccountCmd";
+
+async fn disable_account(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let account = account_param(ctx, p).await?.value;
+    if account.id == ctx.caller.account.id {
+        return Err(ApiError::invalid_parameter(
+            "Can not disable caller's own account",
+        ));
+    }
+    let body = stratus_contracts::message_types::account::Disable {
+        account_id: account.id.to_string(),
+        lock: super::flag(p, "lock"),
+    };
+    crate::jobs::submit(
+        ctx,
+        DISABLE_ACCOUNT_CMD,
+        crate::jobs::Instance {
+            kind: "Account",
+            id: account.id.uuid(),
+        },
+        stratus_contracts::message_types::account::DISABLE,
+        &body,
+    )
+    .await
 }
 
 async fn create_domain(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {

@@ -12,7 +12,8 @@ use stratus_model::{Account, AccountType, Domain, Id, Object, Zone};
 use stratus_store::Index;
 
 use crate::registry::{ALL, Command, Field, Kind, Registry, field, list_params, param};
-use crate::{Ctx, store_error, views};
+use crate::{Ctx, store_error};
+use stratus_cloudstack::views;
 
 pub fn registry() -> Registry {
     let mut commands = vec![

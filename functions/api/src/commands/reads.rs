@@ -13,7 +13,8 @@ use super::{eq_param, flag, id_param, list, named, owners};
 use crate::registry::{
     ALL, Command, Handler, Kind, ROOT, Role, fields_of, list_params, param, required,
 };
-use crate::{Ctx, store_error, views};
+use crate::{Ctx, store_error};
+use stratus_cloudstack::views;
 
 fn list_command(
     name: &'static str,

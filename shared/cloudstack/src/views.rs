@@ -1,8 +1,8 @@
 //! Model objects as CloudStack's responses show them (field names, ids as
 //! UUID strings, dates in CloudStack's format, nulls left out by the envelope).
 
+use crate::date;
 use serde_json::{Value, json};
-use stratus_cloudstack::date;
 use stratus_model::*;
 
 fn s<T: serde::Serialize>(state: &T) -> String {

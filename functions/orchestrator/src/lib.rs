@@ -1,0 +1,292 @@
+//! The orchestration engine's handlers. A job's flow changes state through
+//! the data service and ends the job in the same transaction as its last
+//! effect, together with the record that this message was handled: a
+//! redelivered message finds the job ended (or the record) and does nothing.
+//!
+//! disableAccount is one step with nothing to undo: the account's state
+//! changes and the job succeeds together, or the job fails and nothing changed.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use stratus_cloudstack::{ApiError, views};
+use stratus_contracts::message_types::account;
+use stratus_messaging::{Effects, Envelope, HandlerError, Handlers};
+use stratus_model::*;
+use stratus_store::{Index, Store, StoreError, Transaction, Versioned};
+
+/// The consumer name in handled-message records.
+pub const CONSUMER: &str = "orchestrator";
+
+pub fn handlers(store: Arc<Store>) -> Handlers {
+    Handlers::new().on(
+        account::DISABLE,
+        move |env: Envelope, body: account::Disable| {
+            let store = store.clone();
+            async move { disable_account(&store, &env, body).await }
+        },
+    )
+}
+
+fn transient(e: StoreError) -> HandlerError {
+    HandlerError::Transient(e.to_string())
+}
+
+/// The job this message carries out, if it is still pending.
+async fn pending_job(
+    store: &Store,
+    env: &Envelope,
+) -> Result<Option<Versioned<AsyncJob>>, HandlerError> {
+    let id: Id<AsyncJob> = env
+        .job_id
+        .as_deref()
+        .and_then(|j| j.parse().ok())
+        .ok_or_else(|| HandlerError::Permanent("the message names no job".into()))?;
+    // The job is committed before its message is sent, so it exists.
+    let job = store
+        .get::<AsyncJob>(id)
+        .await
+        .map_err(transient)?
+        .ok_or_else(|| HandlerError::Permanent(format!("job {id} does not exist")))?;
+    if job.value.status != JobStatus::Pending {
+        tracing::info!(job_id = %id, "job already ended; nothing to do");
+        return Ok(None);
+    }
+    Ok(Some(job))
+}
+
+/// Ends `job` in `tx` with a success result or an error.
+fn end_job(tx: &mut Transaction, job: &Versioned<AsyncJob>, outcome: Result<Value, ApiError>) {
+    let mut done = job.clone();
+    done.value.completed = Some(Utc::now());
+    done.value.result_type = Some("object".into());
+    match outcome {
+        Ok(result) => {
+            done.value.status = JobStatus::Succeeded;
+            done.value.result_code = 0;
+            done.value.result = Some(result);
+        }
+        Err(e) => {
+            done.value.status = JobStatus::Failed;
+            done.value.result_code = e.code.code() as u32;
+            done.value.result = Some(e.job_result());
+        }
+    }
+    tx.update(&done);
+}
+
+/// Commits `tx`; a message handled before is a success with no effect.
+async fn commit(
+    store: &Store,
+    tx: Transaction,
+    job: Id<AsyncJob>,
+) -> Result<Effects, HandlerError> {
+    match store.transact(tx).await {
+        Ok(()) => {
+            tracing::info!(job_id = %job, "job ended");
+            Ok(Effects::new())
+        }
+        Err(e) if e.is_duplicate() => Ok(Effects::new()),
+        // Someone else moved the job or the object meanwhile: read again and retry.
+        Err(e @ StoreError::Conflict { .. }) => Err(transient(e)),
+        Err(e) => Err(transient(e)),
+    }
+}
+
+async fn disable_account(
+    store: &Store,
+    env: &Envelope,
+    body: account::Disable,
+) -> Result<Effects, HandlerError> {
+    let Some(job) = pending_job(store, env).await? else {
+        return Ok(Effects::new());
+    };
+    let mut tx = Transaction::new();
+    tx.mark_handled(CONSUMER, env.message_id);
+    let id: Option<Id<Account>> = body.account_id.parse().ok();
+    let found = match id {
+        Some(id) => store.get::<Account>(id).await.map_err(transient)?,
+        None => None,
+    };
+    let Some(mut acct) = found else {
+        end_job(
+            &mut tx,
+            &job,
+            Err(ApiError::entity_not_found(
+                "disableAccount",
+                "id",
+                &body.account_id,
+            )),
+        );
+        return commit(store, tx, job.value.id).await;
+    };
+    let target = if body.lock {
+        AccountState::Locked
+    } else {
+        AccountState::Disabled
+    };
+    if acct.value.state != target {
+        acct.value.state = target;
+        tx.update(&acct);
+    }
+    let view = account_view(store, &acct.value).await.map_err(transient)?;
+    tx.create(&Event {
+        id: Id::new(),
+        event_type: "ACCOUNT.DISABLE".into(),
+        level: EventLevel::Info,
+        state: EventState::Completed,
+        description: format!(
+            "{} account {}",
+            if body.lock { "locking" } else { "disabling" },
+            acct.value.name
+        ),
+        account_id: job.value.account_id,
+        resource_type: Some("Account".into()),
+        resource_id: Some(acct.value.id.uuid()),
+        created: Utc::now(),
+    });
+    end_job(&mut tx, &job, Ok(json!({ "account": view })));
+    commit(store, tx, job.value.id).await
+}
+
+async fn account_view(store: &Store, a: &Account) -> Result<Value, StoreError> {
+    let domain = store
+        .get::<Domain>(a.domain_id)
+        .await?
+        .map(|d| d.value)
+        .ok_or(StoreError::NotFound {
+            kind: Domain::KIND,
+            id: a.domain_id.uuid(),
+        })?;
+    let users = store
+        .list::<User>(&Index::Account(a.id.uuid()), None, 100)
+        .await?;
+    let users = users
+        .items
+        .iter()
+        .map(|u| {
+            let mut u = u.value.clone();
+            if a.state != AccountState::Enabled {
+                u.state = a.state;
+            }
+            views::user(&u, a, &domain, None)
+        })
+        .collect();
+    Ok(views::account(a, &domain, users))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_model::samples::{Fixture, Sample};
+    use stratus_store::Backend;
+    use stratus_store::sqlite::SqliteStore;
+
+    async fn setup() -> (Arc<Store>, Account, Versioned<AsyncJob>) {
+        let path = std::env::temp_dir().join(format!("orch-{}.db", uuid::Uuid::new_v4().simple()));
+        let store = Arc::new(Store::new(Backend::Sqlite(
+            SqliteStore::open(&path, "t_").unwrap(),
+        )));
+        let f = Fixture::default();
+        store
+            .create(&Domain {
+                id: f.domain,
+                ..Domain::sample(&f)
+            })
+            .await
+            .unwrap();
+        let account = store.create(&Account::sample(&f)).await.unwrap().value;
+        let job = store
+            .create(&AsyncJob {
+                status: JobStatus::Pending,
+                result: None,
+                completed: None,
+                ..AsyncJob::sample(&f)
+            })
+            .await
+            .unwrap();
+        (store, account, job)
+    }
+
+    fn message(job: &AsyncJob, account: &str, lock: bool) -> Envelope {
+        Envelope::new(
+            account::DISABLE,
+            &account::Disable {
+                account_id: account.into(),
+                lock,
+            },
+        )
+        .with_job_id(job.id.to_string())
+    }
+
+    #[tokio::test]
+    async fn disabling_ends_the_job_once_even_when_the_message_comes_twice() {
+        let (store, account, job) = setup().await;
+        let env = message(&job.value, &account.id.to_string(), false);
+        for _ in 0..2 {
+            disable_account(
+                &store,
+                &env,
+                account::Disable {
+                    account_id: account.id.to_string(),
+                    lock: false,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let a = store.get(account.id).await.unwrap().unwrap();
+        assert_eq!((a.value.state, a.version), (AccountState::Disabled, 2));
+        let j = store.get(job.value.id).await.unwrap().unwrap();
+        assert_eq!((j.value.status, j.version), (JobStatus::Succeeded, 2));
+        assert_eq!(j.value.result.unwrap()["account"]["state"], "disabled");
+        assert_eq!(store.count::<Event>(&Index::All).await.unwrap(), 1);
+        assert!(store.was_handled(CONSUMER, env.message_id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_account_fails_the_job_with_cloudstacks_error() {
+        let (store, _, job) = setup().await;
+        let missing = Id::<Account>::new().to_string();
+        let env = message(&job.value, &missing, true);
+        disable_account(
+            &store,
+            &env,
+            account::Disable {
+                account_id: missing.clone(),
+                lock: true,
+            },
+        )
+        .await
+        .unwrap();
+        let j = store.get(job.value.id).await.unwrap().unwrap().value;
+        assert_eq!((j.status, j.result_code), (JobStatus::Failed, 431));
+        let result = j.result.unwrap();
+        assert_eq!(result["errorcode"], 431);
+        assert!(result["errortext"].as_str().unwrap().contains(&missing));
+    }
+
+    #[tokio::test]
+    async fn a_message_without_its_job_is_parked_not_retried() {
+        let (store, account, _) = setup().await;
+        let env = Envelope::new(
+            account::DISABLE,
+            &account::Disable {
+                account_id: account.id.to_string(),
+                lock: false,
+            },
+        );
+        let e = disable_account(
+            &store,
+            &env,
+            account::Disable {
+                account_id: account.id.to_string(),
+                lock: false,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, HandlerError::Permanent(_)), "{e}");
+    }
+}

@@ -1,0 +1,14 @@
+//! `stratus-fn-orchestrator`: the orchestration engine under `lambda_runtime`,
+//! triggered by its queue (`stratus.fn.orchestrator`).
+
+use std::sync::Arc;
+
+use stratus_contracts::config::Config;
+use stratus_store::Store;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let config = Config::from_env()?;
+    let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
+    stratus_messaging::function::run("orchestrator", stratus_fn_orchestrator::handlers(store)).await
+}
