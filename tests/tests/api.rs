@@ -221,3 +221,55 @@ async fn a_job_ends_even_when_the_api_dies_before_publishing_its_message() {
     }
     assert!(p.runner.log().contains("republishing from the outbox"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_session_works_through_the_gateway() {
+    let env = TestEnv::new("api-login");
+    let p = Platform::start(&env);
+    let client = reqwest::Client::new();
+    // The bootstrapped admin, as CloudStack's simulator: admin / password.
+    let login = client
+        .post(&p.endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("command=login&username=admin&password=password&domain=%2F&response=json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    let cookies: Vec<String> = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    let body: serde_json::Value = login.json().await.unwrap();
+    let key = body["loginresponse"]["sessionkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let zones: serde_json::Value = client
+        .get(format!(
+            "{}?command=listZones&response=json&sessionkey={}",
+            p.endpoint, key
+        ))
+        .header("cookie", cookies.join("; "))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(zones["listzonesresponse"]["count"], 1, "{zones}");
+    // A GET login is refused with 405.
+    let status = client
+        .get(format!(
+            "{}?command=login&username=admin&password=password&response=json",
+            p.endpoint
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 405);
+}

@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod jobs;
 pub mod registry;
+mod sessions;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct Request {
     /// The body, already base64-decoded when the gateway had encoded it.
     pub body: Vec<u8>,
     pub content_type: Option<String>,
+    /// `Cookie` header values (`name=value; name=value`).
+    pub cookies: Vec<String>,
     pub request_id: String,
 }
 
@@ -86,9 +89,26 @@ impl Api {
             return envelope::error(format, "errorresponse", &ApiError::no_command());
         };
         let key = response_key(&command);
-        let answer = self.dispatch(&raw, &command).await;
+        let answer = match command.to_lowercase().as_str() {
+            "login" => self
+                .login(req, &raw)
+                .await
+                .map(|(inner, cookies)| (key.clone(), inner, cookies)),
+            "logout" => self
+                .logout(req, &raw)
+                .await
+                .map(|(inner, cookies)| (key.clone(), inner, cookies)),
+            _ => self
+                .dispatch(req, &raw, &command)
+                .await
+                .map(|(key, inner)| (key, inner, vec![])),
+        };
         match answer {
-            Ok((key, inner)) => envelope::ok(format, &key, inner),
+            Ok((key, inner, cookies)) => {
+                let mut r = envelope::ok(format, &key, inner);
+                r.set_cookies = cookies;
+                r
+            }
             Err(e) => {
                 let key = if e.code.code() == 432 {
                     "errorresponse".to_string()
@@ -103,10 +123,16 @@ impl Api {
 
     async fn dispatch(
         &self,
+        req: &Request,
         raw: &RawParams,
         command: &str,
     ) -> Result<(String, serde_json::Value), ApiError> {
-        let caller = self.authenticate(raw).await?;
+        // A signed request carries its apiKey; anything else must ride a session.
+        let caller = if raw.get("apikey").is_some() {
+            self.authenticate(raw).await?
+        } else {
+            self.session_caller(req, raw).await?.0
+        };
         let params = Params::from_raw(raw)?;
         let cmd = self
             .registry
@@ -166,11 +192,7 @@ impl Api {
         }
         let enforce = self.settings.boolean(names::enforce_post_and_timestamps());
         signature::check_expiry(raw, Utc::now(), enforce)?;
-        let role = match account.account_type {
-            AccountType::Admin => Role::RootAdmin,
-            AccountType::DomainAdmin => Role::DomainAdmin,
-            AccountType::User => Role::User,
-        };
+        let role = role_of(account.account_type);
         Ok(Caller {
             user,
             account,
@@ -217,4 +239,12 @@ fn check_params(cmd: &Command, params: &Params) -> Result<(), ApiError> {
 pub fn store_error(e: stratus_store::StoreError) -> ApiError {
     tracing::error!(error = %e, "data service failure");
     ApiError::internal(format!("Internal error executing command: {e}"))
+}
+
+pub(crate) fn role_of(t: AccountType) -> Role {
+    match t {
+        AccountType::Admin => Role::RootAdmin,
+        AccountType::DomainAdmin => Role::DomainAdmin,
+        AccountType::User => Role::User,
+    }
 }

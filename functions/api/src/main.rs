@@ -35,6 +35,13 @@ async fn main() -> Result<(), Error> {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
                 body: req.body().to_vec(),
+                cookies: req
+                    .headers()
+                    .get_all("cookie")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .collect(),
                 request_id: req
                     .lambda_context_ref()
                     .map(|c| c.request_id.clone())
@@ -49,6 +56,9 @@ async fn main() -> Result<(), Error> {
                 // Header values cannot hold control characters; the text is in the body too.
                 let d: String = d.chars().filter(|c| !c.is_control()).collect();
                 response = response.header("x-description", d);
+            }
+            for c in &answer.set_cookies {
+                response = response.header("set-cookie", c);
             }
             Ok::<_, Error>(response.body(Body::Text(answer.body))?)
         }

@@ -129,6 +129,7 @@ async fn send(api: &Api, method: &str, query: &str, body: &[u8]) -> (u16, Value)
             raw_query: query.into(),
             body: body.to_vec(),
             content_type: Some("application/x-www-form-urlencoded".into()),
+            cookies: vec![],
             request_id: "test".into(),
         })
         .await;
@@ -549,4 +550,184 @@ async fn every_async_command_answers_with_a_job_and_its_message_waits_in_the_out
     )
     .await;
     assert_eq!(status, 531);
+}
+
+async fn with_cookies(
+    api: &Api,
+    method: &str,
+    query: &str,
+    body: &str,
+    cookies: &[String],
+) -> (u16, Value, Vec<String>) {
+    let r = api
+        .handle(&Request {
+            method: method.into(),
+            raw_query: query.into(),
+            body: body.as_bytes().to_vec(),
+            content_type: Some("application/x-www-form-urlencoded".into()),
+            cookies: cookies.to_vec(),
+            request_id: "test".into(),
+        })
+        .await;
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap(),
+        r.set_cookies,
+    )
+}
+
+#[tokio::test]
+async fn login_sessions_and_logout() {
+    let w = world().await;
+    let (status, _) = call(
+        &w.api,
+        &w.admin,
+        &[
+            ("command", "createAccount"),
+            ("username", "dave"),
+            ("password", "s3cret pass"),
+            ("email", "d@example.com"),
+            ("firstname", "Dave"),
+            ("lastname", "D"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let api = &w.api;
+    // GET is refused; a wrong password is 531 with CloudStack's text.
+    let (status, body, _) = with_cookies(
+        api,
+        "GET",
+        "command=login&username=dave&password=s3cret%20pass&response=json",
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 405, "{body}");
+    let (status, body, _) = with_cookies(
+        api,
+        "POST",
+        "",
+        "command=login&username=dave&password=wrong&response=json",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 531);
+    assert_eq!(
+        inner(&body)["errortext"],
+        "failed to authenticate user, check if username/password are correct"
+    );
+    let (status, _, _) = with_cookies(
+        api,
+        "POST",
+        "",
+        "command=login&username=nobody&password=x&response=json",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 531);
+    // The right password: a session, its key in the answer and in cookies.
+    let (status, body, set) = with_cookies(
+        api,
+        "POST",
+        "",
+        "command=login&username=dave&password=s3cret+pass&domain=%2F&response=json",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let login = &body["loginresponse"];
+    assert_eq!(
+        (
+            login["username"].as_str(),
+            login["account"].as_str(),
+            login["type"].as_str()
+        ),
+        (Some("dave"), Some("dave"), Some("0"))
+    );
+    assert_eq!(login["timeout"], 1800);
+    let key = login["sessionkey"].as_str().unwrap().to_string();
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("JSESSIONID=") && c.contains("HttpOnly")),
+        "{set:?}"
+    );
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with(&format!("sessionkey={key};"))),
+        "{set:?}"
+    );
+    let cookies: Vec<String> = vec![
+        set.iter()
+            .map(|c| c.split(';').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+    ];
+    // Cookie and parameter (the default check): the request works, unsigned.
+    let q = format!(
+        "command=listZones&response=json&sessionkey={}",
+        urlencode(&key)
+    );
+    let (status, body, _) = with_cookies(api, "GET", &q, "", &cookies).await;
+    assert_eq!(status, 200, "{body}");
+    // Without the parameter, with a wrong one, or without the cookie: 401.
+    for (query, jar) in [
+        (
+            "command=listZones&response=json".to_string(),
+            cookies.clone(),
+        ),
+        (
+            "command=listZones&response=json&sessionkey=forged".to_string(),
+            cookies.clone(),
+        ),
+        (q.clone(), vec![]),
+    ] {
+        let (status, body, _) = with_cookies(api, "GET", &query, "", &jar).await;
+        assert_eq!(status, 401, "{query}: {body}");
+        assert_eq!(
+            inner(&body)["errortext"],
+            "unable to verify user credentials"
+        );
+    }
+    // No command in a session request: 400.
+    let (status, _, _) = with_cookies(
+        api,
+        "GET",
+        &format!("response=json&sessionkey={}", urlencode(&key)),
+        "",
+        &cookies,
+    )
+    .await;
+    assert_eq!(status, 400);
+    // Logout ends the session and expires the cookies.
+    let (status, body, set) = with_cookies(
+        api,
+        "GET",
+        &format!(
+            "command=logout&response=json&sessionkey={}",
+            urlencode(&key)
+        ),
+        "",
+        &cookies,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["logoutresponse"]["description"]),
+        (200, &serde_json::json!("success"))
+    );
+    assert!(set.iter().all(|c| c.contains("Max-Age=0")), "{set:?}");
+    let (status, _, _) = with_cookies(api, "GET", &q, "", &cookies).await;
+    assert_eq!(status, 401);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -58,6 +58,8 @@ pub struct Response {
     pub body: String,
     /// The failure text, sent as `X-Description` as CloudStack does.
     pub description: Option<String>,
+    /// `Set-Cookie` values (login and logout set the session cookies).
+    pub set_cookies: Vec<String>,
 }
 
 /// A success: `{"<key>": inner}` with nulls removed.
@@ -67,6 +69,7 @@ pub fn ok(format: Format, key: &str, inner: Value) -> Response {
         content_type: format.content_type(),
         body: render(format, key, without_nulls(inner)),
         description: None,
+        set_cookies: vec![],
     }
 }
 
@@ -77,6 +80,7 @@ pub fn error(format: Format, key: &str, e: &ApiError) -> Response {
         content_type: format.content_type(),
         body: render(format, key, e.body()),
         description: Some(e.text.clone()),
+        set_cookies: vec![],
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Setting {
     pub description: &'static str,
     /// The smallest value an integer setting takes.
     pub min: Option<i64>,
+    /// The values a string setting may take (empty: any).
+    pub one_of: &'static [&'static str],
 }
 
 /// Every setting Stratus honours, with CloudStack's names and defaults.
@@ -67,6 +69,7 @@ pub const REGISTRY: &[Setting] = &[
         dynamic: false,
         description: "Default page size for API list* commands",
         min: Some(1),
+        one_of: &[],
     },
     Setting {
         name: "api.key.access",
@@ -77,6 +80,7 @@ pub const REGISTRY: &[Setting] = &[
         dynamic: true,
         description: "Whether API key access is allowed (per user and account first, then the domain)",
         min: None,
+        one_of: &[],
     },
     Setting {
         name: "enforce.post.requests.and.timestamps",
@@ -87,6 +91,7 @@ pub const REGISTRY: &[Setting] = &[
         dynamic: false,
         description: "Enforce signature version 3 (with expires) on every API request",
         min: None,
+        one_of: &[],
     },
     Setting {
         name: "api.sessionkey.check.locations",
@@ -97,6 +102,7 @@ pub const REGISTRY: &[Setting] = &[
         dynamic: true,
         description: "Where the session key is checked: CookieAndParameter, CookieOrParameter or ParameterOnly",
         min: None,
+        one_of: &["CookieAndParameter", "CookieOrParameter", "ParameterOnly"],
     },
     Setting {
         name: "session.timeout",
@@ -107,6 +113,7 @@ pub const REGISTRY: &[Setting] = &[
         dynamic: true,
         description: "Seconds of inactivity after which a login session ends",
         min: Some(60),
+        one_of: &[],
     },
 ];
 
@@ -133,6 +140,9 @@ impl Setting {
         match self.kind {
             Kind::Boolean if !matches!(value.to_ascii_lowercase().as_str(), "true" | "false") => {
                 Err(bad("true or false"))
+            }
+            Kind::String if !self.one_of.is_empty() && !self.one_of.contains(&value) => {
+                Err(bad(&format!("one of {}", self.one_of.join(", "))))
             }
             Kind::Integer => {
                 let n: i64 = value.parse().map_err(|_| bad("an integer"))?;
@@ -196,6 +206,9 @@ pub mod names {
     pub fn session_timeout() -> &'static Setting {
         get("session.timeout")
     }
+    pub fn sessionkey_check_locations() -> &'static Setting {
+        get("api.sessionkey.check.locations")
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +226,7 @@ mod tests {
         names::api_key_access();
         names::enforce_post_and_timestamps();
         names::session_timeout();
+        names::sessionkey_check_locations();
     }
 
     #[test]
@@ -222,6 +236,9 @@ mod tests {
         assert!(page.validate("0").is_err());
         assert!(page.validate("many").is_err());
         assert!(names::api_key_access().validate("maybe").is_err());
+        let locations = names::sessionkey_check_locations();
+        assert!(locations.validate("ParameterOnly").is_ok());
+        assert!(locations.validate("Nowhere").is_err());
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub const KINDS: &[&str] = &[
     Account::KIND,
     User::KIND,
     ApiKey::KIND,
+    Session::KIND,
     Zone::KIND,
     Pod::KIND,
     Cluster::KIND,

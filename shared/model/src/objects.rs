@@ -139,6 +139,29 @@ impl ApiKey {
     }
 }
 
+/// A login session (`login`/`logout`). Its id follows from the `JSESSIONID`
+/// cookie value, so a request finds its session with one read; the
+/// `sessionkey` is checked against it in constant time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: Id<Session>,
+    pub user_id: Id<User>,
+    pub account_id: Id<Account>,
+    pub session_key: String,
+    pub created: DateTime<Utc>,
+    /// Last use, refreshed at most once a minute; the session ends after `session.timeout` seconds without use.
+    pub last_access: DateTime<Utc>,
+}
+object!(Session, "session", |s| Keys::default()
+    .account(s.account_id));
+
+impl Session {
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0x5e55_1011_2a3b_4c5d_8e9f_0000_0000_5e55);
+    pub fn id_for(jsessionid: &str) -> Id<Session> {
+        Id::derived(Self::NAMESPACE, jsessionid)
+    }
+}
+
 // ---- fabric ----
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -79,6 +79,18 @@ impl Sample for ApiKey {
         }
     }
 }
+impl Sample for Session {
+    fn sample(f: &Fixture) -> Self {
+        Session {
+            id: Session::id_for(&Uuid::new_v4().to_string()),
+            user_id: f.user,
+            account_id: f.account,
+            session_key: "session-key".into(),
+            created: Utc::now(),
+            last_access: Utc::now(),
+        }
+    }
+}
 impl Sample for Zone {
     fn sample(_f: &Fixture) -> Self {
         Zone {

@@ -104,6 +104,7 @@ macro_rules! for_every_kind {
         $check::<Account>($store, $f).await;
         $check::<User>($store, $f).await;
         $check::<ApiKey>($store, $f).await;
+        $check::<Session>($store, $f).await;
         $check::<Zone>($store, $f).await;
         $check::<Pod>($store, $f).await;
         $check::<Cluster>($store, $f).await;
@@ -137,7 +138,7 @@ pub async fn every_kind(store: &Store) {
     for_every_kind!(crud, store, &f);
     for_every_kind!(found_by_its_keys, store, &f);
     // The macro and KINDS must not drift apart.
-    assert_eq!(KINDS.len(), 28);
+    assert_eq!(KINDS.len(), 29);
 }
 
 /// A state change moves an object between state listings.
