@@ -9,6 +9,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptio
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use stratus_contracts::topology::{QueueArguments, QueueType};
 
+mod api_bench;
 mod runner_bench;
 mod stats;
 mod store_bench;
@@ -28,6 +29,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// The API function through the gateway and the runner against a bare axum
+    /// handler answering the same JSON: signed listZones, and a page of 500 of
+    /// 10,000 VMs.
+    Api {
+        #[arg(long, default_value_t = 4000)]
+        requests: usize,
+        #[arg(long, default_value_t = 200)]
+        vm_requests: usize,
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10_000)]
+        vms: usize,
+    },
     /// Confirm latency of one persistent publish at a time, classic against quorum queues.
     ConfirmLatency {
         #[arg(long, default_value_t = 2000)]
@@ -70,6 +84,23 @@ enum Bench {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
+        Bench::Api {
+            requests,
+            vm_requests,
+            concurrency,
+            vms,
+        } => {
+            api_bench::run(
+                &cli.amqp_url,
+                api_bench::Options {
+                    requests,
+                    vm_requests,
+                    concurrency,
+                    vms,
+                },
+            )
+            .await
+        }
         Bench::ConfirmLatency { messages, payload } => {
             confirm_latency(&cli.amqp_url, messages, payload).await
         }

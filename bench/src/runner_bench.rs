@@ -37,7 +37,7 @@ pub struct Options {
     pub rate: u32,
 }
 
-struct Vhost(String);
+pub(crate) struct Vhost(pub String);
 
 impl Drop for Vhost {
     fn drop(&mut self) {
@@ -47,7 +47,7 @@ impl Drop for Vhost {
     }
 }
 
-fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("rabbitmqctl")
         .args(args)
         .output()
@@ -411,13 +411,15 @@ fn write_manifest(home: &Path, batch_size: u16) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-struct Runner {
+pub(crate) struct Runner {
     child: Child,
     status_url: String,
+    /// The HTTP gateway's address, when the manifest has HTTP routes.
+    pub gateway: Option<String>,
 }
 
 impl Runner {
-    fn start(
+    pub(crate) fn start(
         bin_dir: &Path,
         manifest: &Path,
         config: &Config,
@@ -432,6 +434,7 @@ impl Runner {
             .arg(manifest)
             .arg("--bin-dir")
             .arg(bin_dir)
+            .args(["--gateway", "127.0.0.1:0"])
             .envs(config.to_env())
             .env("RUST_LOG", log_filter);
         cmd.stdout(Stdio::null())
@@ -448,6 +451,7 @@ impl Runner {
                         "http://{}/local/status",
                         v["runtime_api"].as_str().unwrap_or_default()
                     ),
+                    gateway: v["gateway"].as_str().map(str::to_string),
                 });
             }
             if started.elapsed() > Duration::from_secs(30) {
@@ -457,7 +461,7 @@ impl Runner {
         }
     }
 
-    async fn status(&self) -> anyhow::Result<serde_json::Value> {
+    pub(crate) async fn status(&self) -> anyhow::Result<serde_json::Value> {
         Ok(reqwest::get(&self.status_url).await?.json().await?)
     }
 
