@@ -129,7 +129,7 @@ impl Api {
     ) -> Result<(String, serde_json::Value), ApiError> {
         // A signed request carries its apiKey; anything else must ride a session.
         let caller = if raw.get("apikey").is_some() {
-            self.authenticate(raw).await?
+            self.authenticate(req, raw).await?
         } else {
             self.session_caller(req, raw).await?.0
         };
@@ -157,7 +157,7 @@ impl Api {
     /// An apiKey/signature request: the key names a user; user and account
     /// are enabled; API-key access is allowed; the signature verifies and,
     /// for v3, has not expired. Every failure is the same 401.
-    async fn authenticate(&self, raw: &RawParams) -> Result<Caller, ApiError> {
+    async fn authenticate(&self, req: &Request, raw: &RawParams) -> Result<Caller, ApiError> {
         let api_key = raw.get("apikey").ok_or_else(ApiError::unverified)?;
         let key = self
             .store
@@ -190,7 +190,11 @@ impl Api {
         if !signature::verify(raw, &key.secret_key) {
             return Err(ApiError::unverified());
         }
+        // With enforce.post.requests.and.timestamps: POST only, v3 only, expires within 15 minutes.
         let enforce = self.settings.boolean(names::enforce_post_and_timestamps());
+        if enforce && !req.method.eq_ignore_ascii_case("POST") {
+            return Err(ApiError::unverified());
+        }
         signature::check_expiry(raw, Utc::now(), enforce)?;
         let role = role_of(account.account_type);
         Ok(Caller {

@@ -731,3 +731,51 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn the_api_honours_its_settings() {
+    let mut w = world().await;
+    let settings = |pairs: &[(&'static str, &str)]| {
+        let mut d = Defaults::default();
+        for (k, v) in pairs {
+            d.overrides.insert(*k, v.to_string());
+        }
+        Arc::new(d)
+    };
+    // A smaller page limit.
+    w.api.settings = settings(&[("default.page.size", "1")]);
+    let (status, body) = call(
+        &w.api,
+        &w.admin,
+        &[("command", "listZones"), ("page", "1"), ("pagesize", "2")],
+    )
+    .await;
+    assert_eq!(status, 431);
+    assert_eq!(
+        inner(&body)["errortext"],
+        "Page size can't exceed max allowed page size value: 1"
+    );
+    // API-key access switched off.
+    w.api.settings = settings(&[("api.key.access", "false")]);
+    let (status, _) = call(&w.api, &w.admin, &[("command", "listZones")]).await;
+    assert_eq!(status, 401);
+    // POST and v3 timestamps enforced: a v2 GET is refused, a v3 POST works.
+    w.api.settings = settings(&[("enforce.post.requests.and.timestamps", "true")]);
+    let (status, _) = call(&w.api, &w.admin, &[("command", "listZones")]).await;
+    assert_eq!(status, 401);
+    let expires = (Utc::now() + chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%S%z")
+        .to_string();
+    let pairs: Vec<(String, String)> = vec![
+        ("apiKey".into(), w.admin.key.clone()),
+        ("response".into(), "json".into()),
+        ("command".into(), "listZones".into()),
+        ("signatureVersion".into(), "3".into()),
+        ("expires".into(), expires),
+    ];
+    let body = signature::signed_query(&pairs, &w.admin.secret);
+    let (status, _) = send(&w.api, "GET", &body, b"").await;
+    assert_eq!(status, 401, "GET refused");
+    let (status, answer) = send(&w.api, "POST", "", body.as_bytes()).await;
+    assert_eq!(status, 200, "{answer}");
+}
