@@ -38,6 +38,11 @@ fn write_manifest(home: &Path, instances: usize) -> anyhow::Result<PathBuf> {
                 "triggers": [{ "type": "http", "route": "/client/api", "methods": ["GET", "POST"] }]
             },
             {
+                "name": "diag", "binary": "stratus-fn-diag", "timeout_seconds": 30,
+                "min_instances": instances, "max_instances": instances,
+                "triggers": [{ "type": "http", "route": "/diag", "methods": ["GET"] }]
+            },
+            {
                 "name": "bootstrap", "binary": "stratus-fn-bootstrap", "timeout_seconds": 60,
                 "triggers": [{ "type": "startup", "event": {
                     "zone_file": repo_file("infra/simulator-zone.json").display().to_string()
@@ -257,6 +262,51 @@ pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
     println!(
         "  ratio                              {:.2}   (target >= 0.33)",
         zones / zones_bare
+    );
+    // Where the time goes: the platform's floor (the diag function answering
+    // through the same gateway and runner), and the handler alone.
+    let (k, s, d) = (
+        key.clone(),
+        secret.clone(),
+        format!("http://{gateway}/diag"),
+    );
+    let (took, mut samples) = drive(
+        &client,
+        o.requests,
+        o.concurrency,
+        Arc::new(move || signed(&d, &k, &s, &[("command", "listZones")])),
+    )
+    .await?;
+    line("diag via gateway+runner+fn (floor)", took, &mut samples);
+    // The same handler called in process, over the same store.
+    let api = stratus_fn_api::Api::new(
+        Arc::new(Store::new(stratus_store::Backend::Sqlite(
+            stratus_store::sqlite::SqliteStore::open(path, &config.table_prefix)?,
+        ))),
+        None,
+        Arc::new(stratus_contracts::settings::Defaults::default()),
+    );
+    let mut samples = Vec::with_capacity(o.requests);
+    let started = Instant::now();
+    for _ in 0..o.requests {
+        let url = signed("", &key, &secret, &[("command", "listZones")]);
+        let t = Instant::now();
+        let r = api
+            .handle(&stratus_fn_api::Request {
+                method: "GET".into(),
+                raw_query: url.trim_start_matches('?').to_string(),
+                ..Default::default()
+            })
+            .await;
+        if r.status != 200 {
+            bail!("in process: {}", r.body);
+        }
+        samples.push(t.elapsed());
+    }
+    line(
+        "listZones, the handler in process",
+        started.elapsed(),
+        &mut samples,
     );
 
     let (k, s, e) = (key.clone(), secret.clone(), endpoint.clone());

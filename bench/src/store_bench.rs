@@ -117,7 +117,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         let vms: Vec<Vm> = (0..n).map(|_| Vm::sample(&g)).collect();
         store.import(&vms).await?;
         done += n;
-        eprint!("\r  loading: {done}/{}", o.vms);
+        if done % (o.vms / 10).max(chunk) < chunk || done == o.vms {
+            eprint!("\r  loading: {done}/{}", o.vms);
+        }
     }
     eprintln!(
         "\r  loaded {} VMs in {:.1} s            ",
