@@ -60,11 +60,16 @@ async fn an_echo_goes_round_trip_with_a_derived_id() {
     let body: diag::Echoed = reply.body().unwrap();
     assert_eq!(body.text, "ping");
     // Every log line of the handling names the request id and the job id.
-    let log = runner.log();
-    let handled: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("\"handled\"") && l.contains(&echo.message_id.to_string()))
-        .collect();
+    // The line is written after the reply is published, so it may trail it.
+    let is_handled =
+        |l: &&str| l.contains("\"handled\"") && l.contains(&echo.message_id.to_string());
+    let started = std::time::Instant::now();
+    let mut log = runner.log();
+    while !log.lines().any(|l| is_handled(&l)) && started.elapsed() < WAIT {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        log = runner.log();
+    }
+    let handled: Vec<&str> = log.lines().filter(is_handled).collect();
     assert!(!handled.is_empty(), "no log line for the message:\n{log}");
     for line in handled {
         assert!(
