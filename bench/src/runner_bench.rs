@@ -434,7 +434,7 @@ impl Runner {
             .arg(manifest)
             .arg("--bin-dir")
             .arg(bin_dir)
-            .args(["--gateway", "127.0.0.1:0"])
+            .args(["--gateway", "127.0.0.1:0", "--consul", "127.0.0.1:0"])
             .envs(config.to_env())
             .env("RUST_LOG", log_filter);
         cmd.stdout(Stdio::null())

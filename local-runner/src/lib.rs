@@ -2,6 +2,7 @@
 //! the tests use it; it links no function code.
 
 pub mod backoff;
+pub mod consul;
 pub mod gateway;
 pub mod mq_trigger;
 pub mod pool;

@@ -50,6 +50,9 @@ pub struct UpArgs {
     /// Stop instances idle this long (seconds), keeping each function's minimum.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout: u64,
+    /// Where the Consul stand-in listens when `CONSUL_HTTP_ADDR` is not set.
+    #[arg(long, default_value = "127.0.0.1:8500")]
+    pub consul: String,
 }
 
 fn bin_dir(common: &CommonArgs) -> anyhow::Result<PathBuf> {
@@ -119,7 +122,7 @@ fn load_topology(common: &CommonArgs, config: &Config) -> anyhow::Result<Topolog
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow!("cannot listen on {addr} for the {what}: the address is in use (is another stratus-local running?); choose another with --{}", if what.contains("gateway") { "gateway" } else { "runtime-api" })
+            anyhow!("cannot listen on {addr} for the {what}: the address is in use (is another stratus-local running?); choose another with --{}", if what.contains("gateway") { "gateway" } else if what.contains("Consul") { "consul" } else { "runtime-api" })
         } else {
             anyhow!("cannot listen on {addr} for the {what}: {e}")
         }
@@ -189,7 +192,26 @@ async fn run_startup(
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    // Consul: the one given, or the development stand-in, whose address the
+    // functions and processes started here then receive.
+    let consul_addr = match &config.consul_http_addr {
+        Some(addr) => {
+            tracing::info!(consul = %addr, "using Consul at CONSUL_HTTP_ADDR");
+            None
+        }
+        None => {
+            std::fs::create_dir_all(&config.home)
+                .with_context(|| format!("creating {}", config.home.display()))?;
+            let listener = bind(&args.consul, "Consul stand-in").await?;
+            let addr = listener.local_addr()?.to_string();
+            let consul = crate::consul::Consul::open(Some(config.home.clone()))?;
+            tokio::spawn(crate::consul::serve(listener, consul));
+            tracing::warn!(consul = %addr, "serving a development stand-in for Consul (CONSUL_HTTP_ADDR is not set): KV only so far, one node, no ACLs");
+            config.consul_http_addr = Some(addr.clone());
+            Some(addr)
+        }
+    };
     let manifest = Manifest::load(&args.common.manifest)?;
     let dir = bin_dir(&args.common)?;
     let topology = load_topology(&args.common, &config)?;
@@ -341,6 +363,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         pid: std::process::id(),
         runtime_api: runtime_addr.clone(),
         gateway: gateway_addr.clone(),
+        consul: consul_addr.clone(),
     };
     std::fs::write(&address_file, serde_json::to_vec_pretty(&address)?)
         .with_context(|| format!("writing {}", address_file.display()))?;

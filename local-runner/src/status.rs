@@ -42,6 +42,9 @@ pub struct RunnerAddress {
     pub pid: u32,
     pub runtime_api: String,
     pub gateway: Option<String>,
+    /// The Consul stand-in's address, when the runner serves one.
+    #[serde(default)]
+    pub consul: Option<String>,
 }
 
 /// Renders the status as a table for people.

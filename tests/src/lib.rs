@@ -239,6 +239,8 @@ pub struct Runner {
     child: Child,
     pub runtime_api: String,
     pub gateway: Option<String>,
+    /// The Consul stand-in's address.
+    pub consul: Option<String>,
     log: PathBuf,
 }
 
@@ -264,7 +266,13 @@ impl Runner {
         cmd.arg("up")
             .arg("--manifest")
             .arg(&manifest)
-            .args(["--gateway", "127.0.0.1:0", "--freeze-idle"])
+            .args([
+                "--gateway",
+                "127.0.0.1:0",
+                "--consul",
+                "127.0.0.1:0",
+                "--freeze-idle",
+            ])
             .args(&options.extra_args);
         if let Some(t) = options.topology {
             cmd.arg("--topology").arg(t);
@@ -285,6 +293,7 @@ impl Runner {
                     child,
                     runtime_api: v["runtime_api"].as_str().unwrap().to_string(),
                     gateway: v["gateway"].as_str().map(str::to_string),
+                    consul: v["consul"].as_str().map(str::to_string),
                     log,
                 };
             }

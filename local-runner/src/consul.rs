@@ -1,0 +1,384 @@
+//! A development stand-in for Consul's HTTP API, served when no
+//! `CONSUL_HTTP_ADDR` is given. It answers the subset Stratus uses with
+//! Consul's JSON shapes, `X-Consul-Index` headers and blocking queries.
+//! So far: KV (get with `recurse`/`keys`/`raw`, put with `cas`/`flags`,
+//! delete with `recurse`/`cas`, 512 KB values) and `status/leader`. Agent
+//! services, TTL checks, catalog, health and sessions (and so `acquire` /
+//! `release`) are not served yet. The KV persists under `STRATUS_HOME`.
+//! It is not Consul: one node, no Raft, no ACLs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// Consul's limit on a KV value.
+pub const MAX_VALUE: usize = 512 * 1024;
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    value: Vec<u8>,
+    flags: u64,
+    create_index: u64,
+    modify_index: u64,
+    lock_index: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Data {
+    /// The last index handed out; every write takes the next one.
+    index: u64,
+    kv: BTreeMap<String, Entry>,
+    /// When each deleted key went, so that a watch on it or its prefix wakes.
+    tombstones: BTreeMap<String, u64>,
+}
+
+pub struct Consul {
+    data: Mutex<Data>,
+    changed: watch::Sender<u64>,
+    file: Option<PathBuf>,
+}
+
+impl Consul {
+    /// A stand-in whose KV persists in `dir` (`consul-kv.json`), if given.
+    pub fn open(dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
+        let file = dir.map(|d| d.join("consul-kv.json"));
+        let mut data = match &file {
+            Some(f) if f.exists() => serde_json::from_slice(&std::fs::read(f)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+            _ => Data::default(),
+        };
+        // Index 0 is never valid in Consul; start at 1.
+        data.index = data.index.max(1);
+        let (changed, _) = watch::channel(data.index);
+        Ok(Arc::new(Consul {
+            data: Mutex::new(data),
+            changed,
+            file,
+        }))
+    }
+
+    fn persist(&self, data: &Data) {
+        if let Some(f) = &self.file {
+            let tmp = f.with_extension("json.tmp");
+            let written = serde_json::to_vec(data)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| std::fs::write(&tmp, bytes))
+                .and_then(|()| std::fs::rename(&tmp, f));
+            if let Err(e) = written {
+                tracing::error!(file = %f.display(), error = %e, "the Consul stand-in could not persist its KV");
+            }
+        }
+    }
+
+    /// Applies a write under the lock, persists and wakes watchers.
+    fn write<R>(&self, f: impl FnOnce(&mut Data, u64) -> (R, bool)) -> R {
+        let mut data = self.data.lock().expect("stand-in lock");
+        let next = data.index + 1;
+        let (result, wrote) = f(&mut data, next);
+        if wrote {
+            data.index = next;
+            self.persist(&data);
+            self.changed.send_replace(next);
+        }
+        result
+    }
+}
+
+pub fn router(consul: Arc<Consul>) -> Router {
+    Router::new()
+        .route(
+            "/v1/status/leader",
+            get(|| async { axum::Json("127.0.0.1:8300") }),
+        )
+        .route(
+            "/v1/kv/",
+            get(kv_get_root).put(kv_put_root).delete(kv_delete_root),
+        )
+        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .with_state(consul)
+}
+
+/// Serves the stand-in on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, consul: Arc<Consul>) {
+    if let Err(e) = axum::serve(listener, router(consul)).await {
+        tracing::error!(error = %e, "the Consul stand-in stopped");
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KvQuery {
+    index: Option<u64>,
+    wait: Option<String>,
+    recurse: Option<String>,
+    raw: Option<String>,
+    keys: Option<String>,
+    separator: Option<String>,
+    cas: Option<u64>,
+    flags: Option<u64>,
+    acquire: Option<String>,
+    release: Option<String>,
+}
+
+/// Consul's duration strings: `10s`, `500ms`, `1m`, `1h`.
+fn parse_wait(s: &str) -> Option<Duration> {
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return None,
+    })
+}
+
+fn error(status: StatusCode, text: &str) -> Response {
+    (status, text.to_string()).into_response()
+}
+
+fn with_index(index: u64, mut r: Response) -> Response {
+    r.headers_mut()
+        .insert("X-Consul-Index", HeaderValue::from(index));
+    r.headers_mut()
+        .insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
+    r
+}
+
+/// The index a read of `key` (or of the prefix, with recurse) reports: the
+/// highest ModifyIndex among what it returns and the deletions under it, else
+/// the store's index.
+fn read_index(data: &Data, key: &str, prefix: bool) -> u64 {
+    let matches = |k: &String| if prefix { k.starts_with(key) } else { k == key };
+    let live = data
+        .kv
+        .iter()
+        .filter(|(k, _)| matches(k))
+        .map(|(_, e)| e.modify_index);
+    let dead = data
+        .tombstones
+        .iter()
+        .filter(|(k, _)| matches(k))
+        .map(|(_, i)| *i);
+    live.chain(dead).max().unwrap_or(data.index)
+}
+
+async fn kv_get_root(state: State<Arc<Consul>>, q: Query<KvQuery>) -> Response {
+    kv_read(state.0, String::new(), q.0).await
+}
+
+async fn kv_get(
+    State(consul): State<Arc<Consul>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+) -> Response {
+    kv_read(consul, key, q).await
+}
+
+async fn kv_read(consul: Arc<Consul>, key: String, q: KvQuery) -> Response {
+    let prefix = q.recurse.is_some() || q.keys.is_some();
+    if let Some(wanted) = q.index {
+        let wait = q
+            .wait
+            .as_deref()
+            .and_then(parse_wait)
+            .unwrap_or(DEFAULT_WAIT)
+            .min(MAX_WAIT);
+        // Consul adds up to wait/16 of jitter.
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (wait.as_millis() as u64 / 16 + 1));
+        let deadline = tokio::time::Instant::now() + wait + jitter;
+        let mut changes = consul.changed.subscribe();
+        loop {
+            let index = read_index(&consul.data.lock().expect("stand-in lock"), &key, prefix);
+            if index > wanted {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    let data = consul.data.lock().expect("stand-in lock");
+    let index = read_index(&data, &key, prefix);
+    if q.keys.is_some() {
+        let sep = q.separator.unwrap_or_default();
+        let mut keys: Vec<String> = Vec::new();
+        for k in data.kv.keys().filter(|k| k.starts_with(&key)) {
+            let rest = &k[key.len()..];
+            let shown = match (!sep.is_empty()).then(|| rest.find(&sep)).flatten() {
+                Some(i) => format!("{key}{}", &rest[..i + sep.len()]),
+                None => k.clone(),
+            };
+            if keys.last() != Some(&shown) {
+                keys.push(shown);
+            }
+        }
+        return with_index(
+            index,
+            if keys.is_empty() {
+                StatusCode::NOT_FOUND.into_response()
+            } else {
+                axum::Json(keys).into_response()
+            },
+        );
+    }
+    let entries: Vec<(&String, &Entry)> = if prefix {
+        data.kv
+            .iter()
+            .filter(|(k, _)| k.starts_with(&key))
+            .collect()
+    } else {
+        data.kv.get_key_value(&key).into_iter().collect()
+    };
+    if entries.is_empty() {
+        return with_index(index, StatusCode::NOT_FOUND.into_response());
+    }
+    if q.raw.is_some() && !prefix {
+        return with_index(index, entries[0].1.value.clone().into_response());
+    }
+    let body: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(k, e)| {
+            json!({
+                "LockIndex": e.lock_index,
+                "Key": k,
+                "Flags": e.flags,
+                "Value": if e.value.is_empty() { None } else { Some(STANDARD.encode(&e.value)) },
+                "CreateIndex": e.create_index,
+                "ModifyIndex": e.modify_index,
+            })
+        })
+        .collect();
+    with_index(index, axum::Json(body).into_response())
+}
+
+async fn kv_put_root() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "Missing key name")
+}
+
+async fn kv_put(
+    State(consul): State<Arc<Consul>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+    body: Bytes,
+) -> Response {
+    if q.acquire.is_some() || q.release.is_some() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Invalid session: sessions are not served by this stand-in yet",
+        );
+    }
+    if body.len() > MAX_VALUE {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("Value exceeds {MAX_VALUE} byte limit"),
+        );
+    }
+    let ok = consul.write(|data, next| {
+        let current = data.kv.get(&key).map(|e| e.modify_index);
+        let holds = match q.cas {
+            None => true,
+            Some(0) => current.is_none(),
+            Some(i) => current == Some(i),
+        };
+        if !holds {
+            return (false, false);
+        }
+        let entry = data.kv.entry(key.clone()).or_insert(Entry {
+            value: vec![],
+            flags: 0,
+            create_index: next,
+            modify_index: next,
+            lock_index: 0,
+        });
+        entry.value = body.to_vec();
+        entry.flags = q.flags.unwrap_or(0);
+        entry.modify_index = next;
+        data.tombstones.remove(&key);
+        (true, true)
+    });
+    axum::Json(ok).into_response()
+}
+
+async fn kv_delete_root(state: State<Arc<Consul>>, q: Query<KvQuery>) -> Response {
+    kv_remove(state.0, String::new(), q.0)
+}
+
+async fn kv_delete(
+    State(consul): State<Arc<Consul>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+) -> Response {
+    kv_remove(consul, key, q)
+}
+
+fn kv_remove(consul: Arc<Consul>, key: String, q: KvQuery) -> Response {
+    if q.cas == Some(0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid cas index: must be greater than zero",
+        );
+    }
+    let ok = consul.write(|data, next| {
+        if let Some(cas) = q.cas
+            && data.kv.get(&key).map(|e| e.modify_index) != Some(cas)
+        {
+            return (false, false);
+        }
+        let gone: Vec<String> = if q.recurse.is_some() {
+            data.kv
+                .keys()
+                .filter(|k| k.starts_with(&key))
+                .cloned()
+                .collect()
+        } else {
+            data.kv
+                .contains_key(&key)
+                .then(|| key.clone())
+                .into_iter()
+                .collect()
+        };
+        for k in &gone {
+            data.kv.remove(k);
+            data.tombstones.insert(k.clone(), next);
+        }
+        // Deleting nothing still succeeds, as in Consul, without a new index.
+        (true, !gone.is_empty())
+    });
+    axum::Json(ok).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_parse_as_consul_writes_them() {
+        assert_eq!(parse_wait("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_wait("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_wait("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_wait("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_wait("soon"), None);
+    }
+}

@@ -1,0 +1,363 @@
+//! The Consul HTTP client.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+
+/// Consul's default `wait` for a blocking query, and its maximum.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsulError {
+    #[error("Consul at {addr} is unreachable: {source}")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Consul answered {status} to {what}: {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("Consul's answer to {what} does not decode: {error}")]
+    Decode { what: String, error: String },
+}
+
+impl ConsulError {
+    /// Worth trying again later: Consul was unreachable or answered 5xx.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConsulError::Unreachable { .. } => true,
+            ConsulError::Status { status, .. } => *status >= 500,
+            ConsulError::Decode { .. } => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ConsulError>;
+
+/// A blocking query's parameters: wait for a change past `index`, up to `wait`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryOptions {
+    pub index: Option<u64>,
+    pub wait: Option<Duration>,
+}
+
+/// An answer and the `X-Consul-Index` it came with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response<T> {
+    pub value: T,
+    pub index: u64,
+}
+
+/// A KV entry, its value decoded from base64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvPair {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+    pub flags: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+    pub lock_index: u64,
+    pub session: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireKv {
+    key: String,
+    value: Option<String>,
+    #[serde(default)]
+    flags: u64,
+    create_index: u64,
+    modify_index: u64,
+    #[serde(default)]
+    lock_index: u64,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// Conditions and markers of a KV write.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Write only if the key's ModifyIndex is this (0: only if absent).
+    pub cas: Option<u64>,
+    pub flags: Option<u64>,
+    /// Take the key's lock for this session (false if another holds it).
+    pub acquire: Option<String>,
+    /// Release the key's lock held by this session.
+    pub release: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    addr: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the agent at `addr` (`host:port` or a URL), sending `token`
+    /// as `X-Consul-Token` when given.
+    pub fn new(addr: &str, token: Option<String>) -> Self {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        Client {
+            // No overall timeout here: each request sets its own, longer than its wait.
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client without TLS builds"),
+            base,
+            addr: addr.to_string(),
+            token,
+        }
+    }
+
+    /// From `CONSUL_HTTP_ADDR` and `CONSUL_HTTP_TOKEN`, as Consul's own tools read them.
+    pub fn from_env() -> Option<Self> {
+        let addr = std::env::var("CONSUL_HTTP_ADDR").ok()?;
+        Some(Self::new(&addr, std::env::var("CONSUL_HTTP_TOKEN").ok()))
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        q: &QueryOptions,
+    ) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.base));
+        if let Some(t) = &self.token {
+            r = r.header("X-Consul-Token", t);
+        }
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(i) = q.index {
+            // An index below 1 is treated as 1, as Consul advises.
+            query.push(("index", i.max(1).to_string()));
+        }
+        let wait = q.wait.map(|w| w.min(MAX_WAIT));
+        if let Some(w) = wait {
+            query.push(("wait", format!("{}ms", w.as_millis())));
+        }
+        if q.index.is_some() {
+            // Consul adds up to wait/16 of jitter: the HTTP timeout must exceed it.
+            let w = wait.unwrap_or(DEFAULT_WAIT);
+            r = r.timeout(w + w / 16 + Duration::from_secs(5));
+        } else {
+            r = r.timeout(Duration::from_secs(30));
+        }
+        r.query(&query)
+    }
+
+    async fn send(&self, what: &str, r: reqwest::RequestBuilder) -> Result<(u16, u64, String)> {
+        let resp = r.send().await.map_err(|source| ConsulError::Unreachable {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let index = resp
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .text()
+            .await
+            .map_err(|source| ConsulError::Unreachable {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        if status >= 400 && status != 404 {
+            return Err(ConsulError::Status {
+                what: what.to_string(),
+                status,
+                body,
+            });
+        }
+        Ok((status, index, body))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T> {
+        serde_json::from_str(body).map_err(|e| ConsulError::Decode {
+            what: what.to_string(),
+            error: e.to_string(),
+        })
+    }
+
+    fn pair(w: WireKv, what: &str) -> Result<KvPair> {
+        let value = match w.value {
+            Some(v) => Some(STANDARD.decode(v).map_err(|e| ConsulError::Decode {
+                what: what.to_string(),
+                error: format!("value of {}: {e}", w.key),
+            })?),
+            None => None,
+        };
+        Ok(KvPair {
+            key: w.key,
+            value,
+            flags: w.flags,
+            create_index: w.create_index,
+            modify_index: w.modify_index,
+            lock_index: w.lock_index,
+            session: w.session,
+        })
+    }
+
+    /// One key (`None` if absent), blocking when `q.index` is set.
+    pub async fn kv_get(&self, key: &str, q: &QueryOptions) -> Result<Response<Option<KvPair>>> {
+        let what = format!("GET kv/{key}");
+        let (status, index, body) = self
+            .send(
+                &what,
+                self.request(reqwest::Method::GET, &format!("kv/{key}"), q),
+            )
+            .await?;
+        if status == 404 {
+            return Ok(Response { value: None, index });
+        }
+        let mut pairs: Vec<WireKv> = Self::decode(&what, &body)?;
+        let value = match pairs.pop() {
+            Some(w) => Some(Self::pair(w, &what)?),
+            None => None,
+        };
+        Ok(Response { value, index })
+    }
+
+    /// Every key under `prefix`, in key order.
+    pub async fn kv_list(&self, prefix: &str, q: &QueryOptions) -> Result<Response<Vec<KvPair>>> {
+        let what = format!("GET kv/{prefix}?recurse");
+        let (status, index, body) = self
+            .send(
+                &what,
+                self.request(reqwest::Method::GET, &format!("kv/{prefix}"), q)
+                    .query(&[("recurse", "")]),
+            )
+            .await?;
+        if status == 404 {
+            return Ok(Response {
+                value: vec![],
+                index,
+            });
+        }
+        let pairs: Vec<WireKv> = Self::decode(&what, &body)?;
+        let value = pairs
+            .into_iter()
+            .map(|w| Self::pair(w, &what))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Response { value, index })
+    }
+
+    /// Writes `value`; false when a condition (`cas`, `acquire`) did not hold.
+    pub async fn kv_put(&self, key: &str, value: &[u8], o: &PutOptions) -> Result<bool> {
+        let what = format!("PUT kv/{key}");
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(c) = o.cas {
+            query.push(("cas", c.to_string()));
+        }
+        if let Some(f) = o.flags {
+            query.push(("flags", f.to_string()));
+        }
+        if let Some(s) = &o.acquire {
+            query.push(("acquire", s.clone()));
+        }
+        if let Some(s) = &o.release {
+            query.push(("release", s.clone()));
+        }
+        let r = self
+            .request(
+                reqwest::Method::PUT,
+                &format!("kv/{key}"),
+                &QueryOptions::default(),
+            )
+            .query(&query)
+            .body(value.to_vec());
+        let (_, _, body) = self.send(&what, r).await?;
+        Self::decode(&what, &body)
+    }
+
+    /// Deletes `key` (and everything under it with `recurse`); with `cas`, only at that ModifyIndex.
+    pub async fn kv_delete(&self, key: &str, recurse: bool, cas: Option<u64>) -> Result<bool> {
+        let what = format!("DELETE kv/{key}");
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if recurse {
+            query.push(("recurse", String::new()));
+        }
+        if let Some(c) = cas {
+            query.push(("cas", c.to_string()));
+        }
+        let r = self
+            .request(
+                reqwest::Method::DELETE,
+                &format!("kv/{key}"),
+                &QueryOptions::default(),
+            )
+            .query(&query);
+        let (_, _, body) = self.send(&what, r).await?;
+        Self::decode(&what, &body)
+    }
+
+    /// The leader's address (`""` when there is none): a liveness probe.
+    pub async fn leader(&self) -> Result<String> {
+        let what = "GET status/leader";
+        let (_, _, body) = self
+            .send(
+                what,
+                self.request(
+                    reqwest::Method::GET,
+                    "status/leader",
+                    &QueryOptions::default(),
+                ),
+            )
+            .await?;
+        Self::decode(what, &body)
+    }
+
+    /// Runs `op` until it succeeds or fails for good, backing off (with
+    /// jitter, up to 10 s between tries) while Consul is unreachable or
+    /// answers 5xx, and saying so in the log each time.
+    pub async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt: u32 = 0;
+        loop {
+            match op().await {
+                Err(e) if e.is_transient() => {
+                    attempt += 1;
+                    let ceiling = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
+                    let pause = Duration::from_millis(
+                        ceiling / 2 + rand::random::<u64>() % (ceiling / 2 + 1),
+                    );
+                    tracing::warn!(what, attempt, error = %e, pause_ms = pause.as_millis() as u64, "Consul call failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}

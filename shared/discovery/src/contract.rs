@@ -1,0 +1,242 @@
+//! The contract suite: what Stratus relies on from Consul, run unchanged
+//! against the local runner's stand-in and, when `STRATUS_TEST_CONSUL_ADDR`
+//! names one, a real Consul. Every key lives under a fresh prefix.
+
+use std::time::{Duration, Instant};
+
+use crate::client::{Client, PutOptions, QueryOptions};
+
+fn prefix() -> String {
+    format!("stratus-contract/{:016x}", rand::random::<u64>())
+}
+
+/// Put, get, flags, indexes, absent keys.
+pub async fn kv_round_trip(c: &Client) {
+    let p = prefix();
+    let key = format!("{p}/a");
+    let missing = c.kv_get(&key, &QueryOptions::default()).await.unwrap();
+    assert_eq!(missing.value, None);
+    assert!(missing.index > 0, "X-Consul-Index on a 404");
+    assert!(
+        c.kv_put(
+            &key,
+            b"one",
+            &PutOptions {
+                flags: Some(42),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+    );
+    let got = c.kv_get(&key, &QueryOptions::default()).await.unwrap();
+    let pair = got.value.expect("written");
+    assert_eq!(
+        (pair.key.as_str(), pair.value.as_deref(), pair.flags),
+        (key.as_str(), Some(&b"one"[..]), 42)
+    );
+    assert_eq!(pair.create_index, pair.modify_index);
+    assert!(got.index >= pair.modify_index);
+    assert!(
+        c.kv_put(&key, b"two", &PutOptions::default())
+            .await
+            .unwrap()
+    );
+    let again = c
+        .kv_get(&key, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(again.value.as_deref(), Some(&b"two"[..]));
+    assert_eq!(again.create_index, pair.create_index);
+    assert!(again.modify_index > pair.modify_index);
+    // An empty value is a value.
+    assert!(
+        c.kv_put(&format!("{p}/empty"), b"", &PutOptions::default())
+            .await
+            .unwrap()
+    );
+    let empty = c
+        .kv_get(&format!("{p}/empty"), &QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    assert!(empty.value.is_none_or(|v| v.is_empty()));
+    c.kv_delete(&p, true, None).await.unwrap();
+}
+
+/// Check-and-set: 0 creates only when absent; a stale index loses.
+pub async fn kv_check_and_set(c: &Client) {
+    let p = prefix();
+    let key = format!("{p}/cas");
+    let create = PutOptions {
+        cas: Some(0),
+        ..Default::default()
+    };
+    assert!(c.kv_put(&key, b"first", &create).await.unwrap());
+    assert!(
+        !c.kv_put(&key, b"second", &create).await.unwrap(),
+        "cas=0 on an existing key"
+    );
+    let current = c
+        .kv_get(&key, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    let at = |i: u64| PutOptions {
+        cas: Some(i),
+        ..Default::default()
+    };
+    assert!(
+        c.kv_put(&key, b"next", &at(current.modify_index))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.kv_put(&key, b"stale", &at(current.modify_index))
+            .await
+            .unwrap(),
+        "stale cas"
+    );
+    let now = c
+        .kv_get(&key, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(now.value.as_deref(), Some(&b"next"[..]));
+    // Delete with a stale cas fails; with the current one it succeeds.
+    assert!(
+        !c.kv_delete(&key, false, Some(current.modify_index))
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.kv_delete(&key, false, Some(now.modify_index))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        c.kv_get(&key, &QueryOptions::default())
+            .await
+            .unwrap()
+            .value,
+        None
+    );
+}
+
+/// Listing under a prefix in key order, and deleting a tree.
+pub async fn kv_list_and_delete_tree(c: &Client) {
+    let p = prefix();
+    for k in ["b", "a", "c/d", "c/e"] {
+        assert!(
+            c.kv_put(&format!("{p}/{k}"), k.as_bytes(), &PutOptions::default())
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        c.kv_put(&format!("{p}x/other"), b"x", &PutOptions::default())
+            .await
+            .unwrap()
+    );
+    let all = c
+        .kv_list(&format!("{p}/"), &QueryOptions::default())
+        .await
+        .unwrap()
+        .value;
+    let keys: Vec<String> = all
+        .iter()
+        .map(|k| k.key.trim_start_matches(&format!("{p}/")).to_string())
+        .collect();
+    assert_eq!(keys, ["a", "b", "c/d", "c/e"]);
+    assert!(c.kv_delete(&format!("{p}/c/"), true, None).await.unwrap());
+    let left = c
+        .kv_list(&format!("{p}/"), &QueryOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(left.len(), 2);
+    c.kv_delete(&format!("{p}/"), true, None).await.unwrap();
+    c.kv_delete(&format!("{p}x/"), true, None).await.unwrap();
+    assert!(
+        c.kv_list(&format!("{p}/"), &QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .is_empty()
+    );
+}
+
+/// A blocking query waits for `wait` when nothing changes, and returns at
+/// once with a higher index when something does.
+pub async fn kv_blocking_queries(c: &Client) {
+    let p = prefix();
+    let key = format!("{p}/watched");
+    assert!(c.kv_put(&key, b"v1", &PutOptions::default()).await.unwrap());
+    let first = c.kv_get(&key, &QueryOptions::default()).await.unwrap();
+    // Nothing changes: the query returns after about `wait`, same index.
+    let started = Instant::now();
+    let q = QueryOptions {
+        index: Some(first.index),
+        wait: Some(Duration::from_millis(1500)),
+    };
+    let idle = c.kv_get(&key, &q).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "returned after {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500 + 1500 / 16 + 1500),
+        "returned after {took:?}"
+    );
+    assert_eq!(idle.index, first.index);
+    // A change returns it early.
+    let writer = {
+        let (c, key) = (c.clone(), key.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.kv_put(&key, b"v2", &PutOptions::default()).await.unwrap();
+        })
+    };
+    let started = Instant::now();
+    let q = QueryOptions {
+        index: Some(first.index),
+        wait: Some(Duration::from_secs(10)),
+    };
+    let changed = c.kv_get(&key, &q).await.unwrap();
+    writer.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a change did not wake the query"
+    );
+    assert!(changed.index > first.index);
+    assert_eq!(changed.value.unwrap().value.as_deref(), Some(&b"v2"[..]));
+    c.kv_delete(&p, true, None).await.unwrap();
+}
+
+/// An unreachable agent is a clear, transient error, never a hang.
+pub async fn unreachable_is_a_clear_transient_error() {
+    let c = Client::new("127.0.0.1:1", None);
+    let e = c.kv_get("x", &QueryOptions::default()).await.unwrap_err();
+    assert!(e.is_transient());
+    assert!(
+        e.to_string()
+            .starts_with("Consul at 127.0.0.1:1 is unreachable"),
+        "{e}"
+    );
+}
+
+/// Everything above, in order.
+pub async fn run_all(c: &Client) {
+    assert!(c.leader().await.is_ok());
+    kv_round_trip(c).await;
+    kv_check_and_set(c).await;
+    kv_list_and_delete_tree(c).await;
+    kv_blocking_queries(c).await;
+    unreachable_is_a_clear_transient_error().await;
+}

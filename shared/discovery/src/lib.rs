@@ -1,0 +1,15 @@
+//! Consul, as Stratus uses it: service discovery, configuration in KV, locks.
+//!
+//! [`Client`] is a thin typed client over Consul's HTTP API (`/v1`). rs-consul
+//! does not cover agent service registration or TTL check-pass (see
+//! `../shared/reference/lambda-rabbitmq-consul.md` §4), so this is our own,
+//! over the one HTTP stack the workspace already uses (reqwest). What is
+//! here so far: KV (get, list, put with `cas`/`acquire`/`release`/`flags`,
+//! delete) with blocking queries (`index`, `wait`, `X-Consul-Index`, an HTTP
+//! timeout longer than `wait` plus Consul's jitter) and the `X-Consul-Token`
+//! header. Agent services and checks, catalog, health and sessions come next.
+
+pub mod client;
+pub mod contract;
+
+pub use client::{Client, ConsulError, KvPair, PutOptions, QueryOptions, Response};
