@@ -193,25 +193,6 @@ async fn run_startup(
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::from_env()?;
-    // Consul: the one given, or the development stand-in, whose address the
-    // functions and processes started here then receive.
-    let consul_addr = match &config.consul_http_addr {
-        Some(addr) => {
-            tracing::info!(consul = %addr, "using Consul at CONSUL_HTTP_ADDR");
-            None
-        }
-        None => {
-            std::fs::create_dir_all(&config.home)
-                .with_context(|| format!("creating {}", config.home.display()))?;
-            let listener = bind(&args.consul, "Consul stand-in").await?;
-            let addr = listener.local_addr()?.to_string();
-            let consul = crate::consul::Consul::open(Some(config.home.clone()))?;
-            tokio::spawn(crate::consul::serve(listener, consul));
-            tracing::warn!(consul = %addr, "serving a development stand-in for Consul (CONSUL_HTTP_ADDR is not set): KV only so far, one node, no ACLs");
-            config.consul_http_addr = Some(addr.clone());
-            Some(addr)
-        }
-    };
     let manifest = Manifest::load(&args.common.manifest)?;
     let dir = bin_dir(&args.common)?;
     let topology = load_topology(&args.common, &config)?;
@@ -235,6 +216,23 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&config.home)
         .with_context(|| format!("creating STRATUS_HOME {}", config.home.display()))?;
     prepare_store(&config).await?;
+    // Consul: the one given, or the development stand-in, whose address the
+    // functions and processes started here then receive.
+    let consul_addr = match &config.consul_http_addr {
+        Some(addr) => {
+            tracing::info!(consul = %addr, "using Consul at CONSUL_HTTP_ADDR");
+            None
+        }
+        None => {
+            let listener = bind(&args.consul, "Consul stand-in").await?;
+            let addr = listener.local_addr()?.to_string();
+            let consul = crate::consul::Consul::open(Some(config.home.clone()))?;
+            tokio::spawn(crate::consul::serve(listener, consul));
+            tracing::warn!(consul = %addr, "serving a development stand-in for Consul (CONSUL_HTTP_ADDR is not set): KV only so far, one node, no ACLs");
+            config.consul_http_addr = Some(addr.clone());
+            Some(addr)
+        }
+    };
 
     let runtime_listener = bind(&args.runtime_api, "Runtime API").await?;
     let runtime_addr = runtime_listener.local_addr()?.to_string();

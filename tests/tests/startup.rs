@@ -7,6 +7,7 @@ use stratus_tests::{TestEnv, bin_dir, root};
 fn up(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = Command::new(bin_dir().join("stratus-local"))
         .arg("up")
+        .args(["--consul", "127.0.0.1:0"])
         .args(args)
         .envs(env.config.to_env())
         .envs(extra_env.iter().copied())
