@@ -2,10 +2,14 @@
 //! `CONSUL_HTTP_ADDR` is given. It answers the subset Stratus uses with
 //! Consul's JSON shapes, `X-Consul-Index` headers and blocking queries.
 //! So far: KV (get with `recurse`/`keys`/`raw`, put with `cas`/`flags`,
-//! delete with `recurse`/`cas`, 512 KB values) and `status/leader`. Agent
-//! services, TTL checks, catalog, health and sessions (and so `acquire` /
-//! `release`) are not served yet. The KV persists under `STRATUS_HOME`.
-//! It is not Consul: one node, no Raft, no ACLs.
+//! delete with `recurse`/`cas`, 512 KB values), `status/leader`, agent
+//! services with TTL checks (register, deregister, check pass/warn/fail,
+//! expiry), `catalog/services`, `catalog/service/:name` and
+//! `health/service/:name` (`?passing`), all blocking. Sessions (and so
+//! `acquire`/`release`) are not served yet. The KV persists under
+//! `STRATUS_HOME`; registrations do not (as an agent restarted without its
+//! data dir, so processes re-register when their check is unknown). It is
+//! not Consul: one node, no Raft, no ACLs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,7 +51,45 @@ struct Data {
     tombstones: BTreeMap<String, u64>,
 }
 
+/// The node the stand-in pretends to be.
+const NODE: &str = "stratus-local";
+
+#[derive(Debug, Clone)]
+struct Service {
+    id: String,
+    name: String,
+    tags: Vec<String>,
+    address: String,
+    port: u16,
+    meta: BTreeMap<String, String>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Check {
+    id: String,
+    name: String,
+    service_id: String,
+    service_name: String,
+    status: &'static str,
+    output: String,
+    ttl: Option<Duration>,
+    deadline: Option<tokio::time::Instant>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+#[derive(Debug, Default)]
+struct Agent {
+    services: BTreeMap<String, Service>,
+    checks: BTreeMap<String, Check>,
+    /// The index of the last change to services or checks.
+    index: u64,
+}
+
 pub struct Consul {
+    agent: Mutex<Agent>,
     data: Mutex<Data>,
     changed: watch::Sender<u64>,
     file: Option<PathBuf>,
@@ -66,6 +108,7 @@ impl Consul {
         data.index = data.index.max(1);
         let (changed, _) = watch::channel(data.index);
         Ok(Arc::new(Consul {
+            agent: Mutex::new(Agent::default()),
             data: Mutex::new(data),
             changed,
             file,
@@ -99,12 +142,56 @@ impl Consul {
     }
 }
 
+impl Consul {
+    /// Takes the next index for a change outside the KV, and wakes watchers.
+    fn bump(&self) -> u64 {
+        let mut data = self.data.lock().expect("stand-in lock");
+        data.index += 1;
+        let next = data.index;
+        drop(data);
+        self.changed.send_replace(next);
+        next
+    }
+
+    /// Moves TTL checks whose time ran out to critical.
+    fn expire(&self) {
+        let now = tokio::time::Instant::now();
+        let mut agent = self.agent.lock().expect("stand-in lock");
+        let lapsed: Vec<String> = agent
+            .checks
+            .values()
+            .filter(|c| c.status != "critical" && c.deadline.is_some_and(|d| d <= now))
+            .map(|c| c.id.clone())
+            .collect();
+        if lapsed.is_empty() {
+            return;
+        }
+        let index = self.bump();
+        for id in lapsed {
+            if let Some(c) = agent.checks.get_mut(&id) {
+                c.status = "critical";
+                c.output = "TTL expired".into();
+                c.modify_index = index;
+                tracing::info!(check = %id, "Consul stand-in: TTL check expired");
+            }
+        }
+        agent.index = index;
+    }
+}
+
 pub fn router(consul: Arc<Consul>) -> Router {
+    use axum::routing::put;
     Router::new()
         .route(
             "/v1/status/leader",
             get(|| async { axum::Json("127.0.0.1:8300") }),
         )
+        .route("/v1/agent/service/register", put(service_register))
+        .route("/v1/agent/service/deregister/{id}", put(service_deregister))
+        .route("/v1/agent/check/{verb}/{id}", put(check_update))
+        .route("/v1/catalog/services", get(catalog_services))
+        .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/health/service/{name}", get(health_service))
         .route(
             "/v1/kv/",
             get(kv_get_root).put(kv_put_root).delete(kv_delete_root),
@@ -115,6 +202,14 @@ pub fn router(consul: Arc<Consul>) -> Router {
 
 /// Serves the stand-in on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, consul: Arc<Consul>) {
+    let reaper = consul.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            reaper.expire();
+        }
+    });
     if let Err(e) = axum::serve(listener, router(consul)).await {
         tracing::error!(error = %e, "the Consul stand-in stopped");
     }
@@ -367,6 +462,336 @@ fn kv_remove(consul: Arc<Consul>, key: String, q: KvQuery) -> Response {
         (true, !gone.is_empty())
     });
     axum::Json(ok).into_response()
+}
+
+// ---- agent, catalog, health ----
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Registration {
+    #[serde(rename = "ID")]
+    id: Option<String>,
+    name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    port: u16,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
+    check: Option<CheckDef>,
+    #[serde(default)]
+    checks: Vec<CheckDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckDef {
+    #[serde(rename = "CheckID")]
+    check_id: Option<String>,
+    name: Option<String>,
+    #[serde(rename = "TTL")]
+    ttl: Option<String>,
+    status: Option<String>,
+}
+
+fn status_name(s: &str) -> Option<&'static str> {
+    match s {
+        "passing" => Some("passing"),
+        "warning" => Some("warning"),
+        "critical" => Some("critical"),
+        _ => None,
+    }
+}
+
+async fn service_register(State(consul): State<Arc<Consul>>, body: Bytes) -> Response {
+    let reg: Registration = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("Request decode failed: {e}"),
+            );
+        }
+    };
+    if reg.name.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "Missing service name");
+    }
+    let id = reg
+        .id
+        .clone()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| reg.name.clone());
+    let mut defs: Vec<CheckDef> = reg.checks;
+    let single = reg.check.is_some();
+    defs.extend(reg.check);
+    let mut checks = Vec::new();
+    for (n, d) in defs.into_iter().enumerate() {
+        let ttl = match d.ttl.as_deref().map(parse_wait) {
+            Some(Some(t)) => Some(t),
+            Some(None) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid check: TTL must be a duration",
+                );
+            }
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid check: only TTL checks are served by this stand-in",
+                );
+            }
+        };
+        let status = match d.status.as_deref() {
+            None | Some("") => "critical",
+            Some(s) => match status_name(s) {
+                Some(s) => s,
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("Invalid check status: {s:?}"),
+                    );
+                }
+            },
+        };
+        let check_id = d.check_id.unwrap_or_else(|| {
+            if single {
+                format!("service:{id}")
+            } else {
+                format!("service:{id}:{}", n + 1)
+            }
+        });
+        checks.push((check_id, d.name, ttl, status));
+    }
+    let index = consul.bump();
+    let mut agent = consul.agent.lock().expect("stand-in lock");
+    // Re-registering replaces the service's checks.
+    agent.checks.retain(|_, c| c.service_id != id);
+    let create_index = agent
+        .services
+        .get(&id)
+        .map(|s| s.create_index)
+        .unwrap_or(index);
+    agent.services.insert(
+        id.clone(),
+        Service {
+            id: id.clone(),
+            name: reg.name.clone(),
+            tags: reg.tags,
+            address: reg.address,
+            port: reg.port,
+            meta: reg.meta,
+            create_index,
+            modify_index: index,
+        },
+    );
+    for (check_id, name, ttl, status) in checks {
+        agent.checks.insert(
+            check_id.clone(),
+            Check {
+                id: check_id.clone(),
+                name: name.unwrap_or_else(|| format!("Service '{}' check", reg.name)),
+                service_id: id.clone(),
+                service_name: reg.name.clone(),
+                status,
+                output: String::new(),
+                ttl,
+                deadline: ttl.map(|t| tokio::time::Instant::now() + t),
+                create_index: index,
+                modify_index: index,
+            },
+        );
+    }
+    agent.index = index;
+    StatusCode::OK.into_response()
+}
+
+async fn service_deregister(State(consul): State<Arc<Consul>>, Path(id): Path<String>) -> Response {
+    let mut agent = consul.agent.lock().expect("stand-in lock");
+    if agent.services.remove(&id).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+            ),
+        );
+    }
+    agent.checks.retain(|_, c| c.service_id != id);
+    agent.index = consul.bump();
+    StatusCode::OK.into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NoteQuery {
+    note: Option<String>,
+}
+
+async fn check_update(
+    State(consul): State<Arc<Consul>>,
+    Path((verb, id)): Path<(String, String)>,
+    Query(q): Query<NoteQuery>,
+) -> Response {
+    let status = match verb.as_str() {
+        "pass" => "passing",
+        "warn" => "warning",
+        "fail" => "critical",
+        _ => return error(StatusCode::NOT_FOUND, "Unknown check action"),
+    };
+    let mut agent = consul.agent.lock().expect("stand-in lock");
+    let Some(check) = agent.checks.get_mut(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+            ),
+        );
+    };
+    check.deadline = check.ttl.map(|t| tokio::time::Instant::now() + t);
+    let note = q.note.unwrap_or_default();
+    if check.status != status || check.output != note {
+        check.status = status;
+        check.output = note;
+        let index = consul.bump();
+        check.modify_index = index;
+        agent.index = index;
+    }
+    StatusCode::OK.into_response()
+}
+
+/// Blocks until the agent's index passes `wanted` or the wait ends.
+async fn block_on_agent(consul: &Consul, wanted: Option<u64>, wait: Option<&str>) {
+    let Some(wanted) = wanted else { return };
+    let wait = wait
+        .and_then(parse_wait)
+        .unwrap_or(DEFAULT_WAIT)
+        .min(MAX_WAIT);
+    let jitter = Duration::from_millis(rand::random::<u64>() % (wait.as_millis() as u64 / 16 + 1));
+    let deadline = tokio::time::Instant::now() + wait + jitter;
+    let mut changes = consul.changed.subscribe();
+    loop {
+        if agent_index(consul) > wanted {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn agent_index(consul: &Consul) -> u64 {
+    consul.agent.lock().expect("stand-in lock").index.max(1)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CatalogQuery {
+    index: Option<u64>,
+    wait: Option<String>,
+    passing: Option<String>,
+    tag: Option<String>,
+}
+
+fn node() -> serde_json::Value {
+    json!({
+        "ID": "6f3cbd1e-0000-4000-8000-000000000001",
+        "Node": NODE,
+        "Address": "127.0.0.1",
+        "Datacenter": "dc1",
+        "TaggedAddresses": { "lan": "127.0.0.1", "wan": "127.0.0.1" },
+        "Meta": {},
+        "CreateIndex": 1,
+        "ModifyIndex": 1,
+    })
+}
+
+async fn catalog_services(
+    State(consul): State<Arc<Consul>>,
+    Query(q): Query<CatalogQuery>,
+) -> Response {
+    block_on_agent(&consul, q.index, q.wait.as_deref()).await;
+    let agent = consul.agent.lock().expect("stand-in lock");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::from([("consul".to_string(), vec![])]);
+    for s in agent.services.values() {
+        let tags = out.entry(s.name.clone()).or_default();
+        for t in &s.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+    }
+    with_index(agent.index.max(1), axum::Json(out).into_response())
+}
+
+async fn catalog_service(
+    State(consul): State<Arc<Consul>>,
+    Path(name): Path<String>,
+    Query(q): Query<CatalogQuery>,
+) -> Response {
+    block_on_agent(&consul, q.index, q.wait.as_deref()).await;
+    let agent = consul.agent.lock().expect("stand-in lock");
+    let n = node();
+    let body: Vec<serde_json::Value> = agent
+        .services
+        .values()
+        .filter(|s| s.name == name && q.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .map(|s| {
+            json!({
+                "ID": n["ID"], "Node": NODE, "Address": "127.0.0.1", "Datacenter": "dc1",
+                "TaggedAddresses": n["TaggedAddresses"], "NodeMeta": {},
+                "ServiceKind": "", "ServiceID": s.id, "ServiceName": s.name, "ServiceTags": s.tags,
+                "ServiceAddress": s.address, "ServicePort": s.port, "ServiceMeta": s.meta,
+                "ServiceWeights": { "Passing": 1, "Warning": 1 }, "ServiceEnableTagOverride": false,
+                "CreateIndex": s.create_index, "ModifyIndex": s.modify_index,
+            })
+        })
+        .collect();
+    with_index(agent.index.max(1), axum::Json(body).into_response())
+}
+
+async fn health_service(
+    State(consul): State<Arc<Consul>>,
+    Path(name): Path<String>,
+    Query(q): Query<CatalogQuery>,
+) -> Response {
+    block_on_agent(&consul, q.index, q.wait.as_deref()).await;
+    let agent = consul.agent.lock().expect("stand-in lock");
+    let serf = json!({
+        "Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
+        "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "", "ServiceName": "",
+        "ServiceTags": [], "Type": "", "CreateIndex": 1, "ModifyIndex": 1,
+    });
+    let body: Vec<serde_json::Value> = agent
+        .services
+        .values()
+        .filter(|s| s.name == name && q.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .filter_map(|s| {
+            let checks: Vec<&Check> = agent.checks.values().filter(|c| c.service_id == s.id).collect();
+            if q.passing.is_some() && checks.iter().any(|c| c.status != "passing") {
+                return None;
+            }
+            let mut rendered = vec![serf.clone()];
+            rendered.extend(checks.iter().map(|c| {
+                json!({
+                    "Node": NODE, "CheckID": c.id, "Name": c.name, "Status": c.status, "Notes": "",
+                    "Output": c.output, "ServiceID": c.service_id, "ServiceName": c.service_name,
+                    "ServiceTags": s.tags, "Type": "ttl", "CreateIndex": c.create_index, "ModifyIndex": c.modify_index,
+                })
+            }));
+            Some(json!({
+                "Node": node(),
+                "Service": {
+                    "ID": s.id, "Service": s.name, "Tags": s.tags, "Address": s.address, "Port": s.port,
+                    "Meta": s.meta, "Weights": { "Passing": 1, "Warning": 1 }, "EnableTagOverride": false,
+                    "CreateIndex": s.create_index, "ModifyIndex": s.modify_index,
+                },
+                "Checks": rendered,
+            }))
+        })
+        .collect();
+    with_index(agent.index.max(1), axum::Json(body).into_response())
 }
 
 #[cfg(test)]

@@ -361,3 +361,192 @@ impl Client {
         }
     }
 }
+
+/// A service registration (`/agent/service/register`), in Consul's field names.
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceRegistration {
+    #[serde(rename = "ID", skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckDefinition>,
+}
+
+fn is_zero(p: &u16) -> bool {
+    *p == 0
+}
+
+/// A TTL check (the kind Stratus uses: the process says it is alive).
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CheckDefinition {
+    #[serde(rename = "CheckID", skip_serializing_if = "Option::is_none")]
+    pub check_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// e.g. `15s`.
+    #[serde(rename = "TTL")]
+    pub ttl: String,
+    /// Initial status; Consul's default is `critical`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deregister_critical_service_after: Option<String>,
+}
+
+/// One instance of a service and its checks (`/health/service/:name`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceEntry {
+    pub node: serde_json::Value,
+    pub service: AgentService,
+    pub checks: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub service: String,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub meta: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthCheck {
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    pub name: String,
+    /// `passing`, `warning` or `critical`.
+    pub status: String,
+    #[serde(default)]
+    pub output: String,
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
+}
+
+impl Client {
+    async fn agent_put(
+        &self,
+        what: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        query: &[(&str, String)],
+    ) -> Result<()> {
+        let mut r = self
+            .request(reqwest::Method::PUT, path, &QueryOptions::default())
+            .query(query);
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b);
+        }
+        let (status, _, body) = self.send(what, r).await?;
+        if status == 404 {
+            // An unknown service or check: the caller re-registers.
+            return Err(ConsulError::Status {
+                what: what.to_string(),
+                status,
+                body,
+            });
+        }
+        Ok(())
+    }
+
+    /// Registers (or replaces) a service with this agent.
+    pub async fn register_service(&self, s: &ServiceRegistration) -> Result<()> {
+        let body = serde_json::to_vec(s).map_err(|e| ConsulError::Decode {
+            what: "service registration".into(),
+            error: e.to_string(),
+        })?;
+        self.agent_put(
+            "PUT agent/service/register",
+            "agent/service/register",
+            Some(body),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn deregister_service(&self, id: &str) -> Result<()> {
+        let what = format!("PUT agent/service/deregister/{id}");
+        self.agent_put(&what, &format!("agent/service/deregister/{id}"), None, &[])
+            .await
+    }
+
+    /// Marks a TTL check passing (and restarts its TTL); 404 if the agent does not know it.
+    pub async fn check_pass(&self, check_id: &str, note: &str) -> Result<()> {
+        self.check_update("pass", check_id, note).await
+    }
+
+    pub async fn check_warn(&self, check_id: &str, note: &str) -> Result<()> {
+        self.check_update("warn", check_id, note).await
+    }
+
+    pub async fn check_fail(&self, check_id: &str, note: &str) -> Result<()> {
+        self.check_update("fail", check_id, note).await
+    }
+
+    async fn check_update(&self, verb: &str, check_id: &str, note: &str) -> Result<()> {
+        let what = format!("PUT agent/check/{verb}/{check_id}");
+        self.agent_put(
+            &what,
+            &format!("agent/check/{verb}/{check_id}"),
+            None,
+            &[("note", note.to_string())],
+        )
+        .await
+    }
+
+    /// Every service name and its tags (`/catalog/services`).
+    pub async fn catalog_services(
+        &self,
+        q: &QueryOptions,
+    ) -> Result<Response<std::collections::BTreeMap<String, Vec<String>>>> {
+        let what = "GET catalog/services";
+        let (_, index, body) = self
+            .send(
+                what,
+                self.request(reqwest::Method::GET, "catalog/services", q),
+            )
+            .await?;
+        Ok(Response {
+            value: Self::decode(what, &body)?,
+            index,
+        })
+    }
+
+    /// The instances of `name` with their checks; only those whose checks all pass with `passing`.
+    pub async fn health_service(
+        &self,
+        name: &str,
+        passing: bool,
+        q: &QueryOptions,
+    ) -> Result<Response<Vec<ServiceEntry>>> {
+        let what = format!("GET health/service/{name}");
+        let mut r = self.request(reqwest::Method::GET, &format!("health/service/{name}"), q);
+        if passing {
+            r = r.query(&[("passing", "")]);
+        }
+        let (_, index, body) = self.send(&what, r).await?;
+        Ok(Response {
+            value: Self::decode(&what, &body)?,
+            index,
+        })
+    }
+}

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, PutOptions, QueryOptions};
+use crate::client::{
+    CheckDefinition, Client, ConsulError, PutOptions, QueryOptions, ServiceRegistration,
+};
 
 fn prefix() -> String {
     format!("stratus-contract/{:016x}", rand::random::<u64>())
@@ -219,6 +221,119 @@ pub async fn kv_blocking_queries(c: &Client) {
     c.kv_delete(&p, true, None).await.unwrap();
 }
 
+/// A service with a TTL check: critical until passed, out of `?passing`
+/// again once its TTL lapses (a blocking health query sees it happen),
+/// unknown checks are 404 (the cue to re-register), deregistration removes it.
+pub async fn ttl_checks_drive_health(c: &Client) {
+    let name = format!("stratus-contract-{:08x}", rand::random::<u32>());
+    let id = format!("{name}-1");
+    let check = format!("service:{id}");
+    c.register_service(&ServiceRegistration {
+        id: Some(id.clone()),
+        name: name.clone(),
+        tags: vec!["agent".into()],
+        address: "127.0.0.1".into(),
+        port: 7001,
+        check: Some(CheckDefinition {
+            ttl: "2s".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let services = c
+        .catalog_services(&QueryOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(services.get(&name), Some(&vec!["agent".to_string()]));
+    let all = c
+        .health_service(&name, false, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (all[0].service.id.as_str(), all[0].service.port),
+        (id.as_str(), 7001)
+    );
+    let mine = all[0]
+        .checks
+        .iter()
+        .find(|k| k.check_id == check)
+        .expect("the service's check");
+    assert_eq!(mine.status, "critical", "a new TTL check starts critical");
+    assert!(
+        c.health_service(&name, true, &QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .is_empty()
+    );
+    c.check_pass(&check, "alive").await.unwrap();
+    let passing = c
+        .health_service(&name, true, &QueryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(passing.value.len(), 1);
+    // Nothing passes the check again: within the TTL (plus a reaper tick) it lapses,
+    // and a blocking query waiting on the passing list returns with it gone.
+    let started = Instant::now();
+    let q = QueryOptions {
+        index: Some(passing.index),
+        wait: Some(Duration::from_secs(15)),
+    };
+    let mut lapsed = c.health_service(&name, true, &q).await.unwrap();
+    while !lapsed.value.is_empty() && started.elapsed() < Duration::from_secs(15) {
+        let q = QueryOptions {
+            index: Some(lapsed.index),
+            wait: Some(Duration::from_secs(15)),
+        };
+        lapsed = c.health_service(&name, true, &q).await.unwrap();
+    }
+    assert!(
+        lapsed.value.is_empty(),
+        "the lapsed service is still passing"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "lapsed too early: {:?}",
+        started.elapsed()
+    );
+    let entry = c
+        .health_service(&name, false, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value;
+    let mine = entry[0]
+        .checks
+        .iter()
+        .find(|k| k.check_id == check)
+        .unwrap();
+    assert_eq!(mine.status, "critical");
+    // An unknown check is a 404: the cue for a process to register again.
+    match c.check_pass("stratus-contract-no-such-check", "").await {
+        Err(ConsulError::Status { status: 404, .. }) => {}
+        other => panic!("expected a 404, got {other:?}"),
+    }
+    c.deregister_service(&id).await.unwrap();
+    assert!(
+        c.health_service(&name, false, &QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .is_empty()
+    );
+    assert!(
+        !c.catalog_services(&QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .contains_key(&name)
+    );
+}
+
 /// An unreachable agent is a clear, transient error, never a hang.
 pub async fn unreachable_is_a_clear_transient_error() {
     let c = Client::new("127.0.0.1:1", None);
@@ -238,5 +353,6 @@ pub async fn run_all(c: &Client) {
     kv_check_and_set(c).await;
     kv_list_and_delete_tree(c).await;
     kv_blocking_queries(c).await;
+    ttl_checks_drive_health(c).await;
     unreachable_is_a_clear_transient_error().await;
 }

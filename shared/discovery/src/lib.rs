@@ -5,11 +5,16 @@
 //! `../shared/reference/lambda-rabbitmq-consul.md` §4), so this is our own,
 //! over the one HTTP stack the workspace already uses (reqwest). What is
 //! here so far: KV (get, list, put with `cas`/`acquire`/`release`/`flags`,
-//! delete) with blocking queries (`index`, `wait`, `X-Consul-Index`, an HTTP
-//! timeout longer than `wait` plus Consul's jitter) and the `X-Consul-Token`
-//! header. Agent services and checks, catalog, health and sessions come next.
+//! delete), agent service registration with TTL checks and check
+//! pass/warn/fail, `catalog/services`, `health/service` (`?passing`), all
+//! with blocking queries (`index`, `wait`, `X-Consul-Index`, an HTTP timeout
+//! longer than `wait` plus Consul's jitter), and the `X-Consul-Token` header.
+//! Sessions and locks come next.
 
 pub mod client;
 pub mod contract;
 
-pub use client::{Client, ConsulError, KvPair, PutOptions, QueryOptions, Response};
+pub use client::{
+    AgentService, CheckDefinition, Client, ConsulError, HealthCheck, KvPair, PutOptions,
+    QueryOptions, Response, ServiceEntry, ServiceRegistration,
+};
