@@ -131,11 +131,36 @@ pub struct Command {
     pub is_async: bool,
     pub roles: &'static [Role],
     pub params: Vec<Param>,
-    /// The object key of its response (`zone`, `virtualmachine`, …).
-    pub response_object: &'static str,
     pub response: Vec<Field>,
     pub related: &'static str,
     pub handler: Handler,
+}
+
+impl Command {
+    /// A synchronous command whose response fields (for `listApis`) are read
+    /// off `sample`, a view of its `object`; set `is_async` (and the rest)
+    /// with struct update.
+    pub fn sync(
+        name: &'static str,
+        description: &'static str,
+        roles: &'static [Role],
+        params: Vec<Param>,
+        object: &'static str,
+        sample: serde_json::Value,
+        handler: Handler,
+    ) -> Command {
+        Command {
+            name,
+            description,
+            since: "",
+            is_async: false,
+            roles,
+            params,
+            response: fields_of(object, &sample),
+            related: "",
+            handler,
+        }
+    }
 }
 
 /// The parameters every list command takes.

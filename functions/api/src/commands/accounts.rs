@@ -11,34 +11,9 @@ use stratus_model::*;
 use stratus_store::{Index, StoreError, Transaction};
 
 use super::{all, eq_param, get, named, owners, within};
-use crate::registry::{
-    ADMINS, ALL, Command, Handler, Kind, Param, Role, fields_of, list_params, param, required,
-};
+use crate::registry::{ADMINS, ALL, Command, Kind, Role, list_params, param, required};
 use crate::{Ctx, store_error};
 use stratus_cloudstack::views;
-
-fn command(
-    name: &'static str,
-    description: &'static str,
-    roles: &'static [Role],
-    params: Vec<Param>,
-    object: &'static str,
-    sample: Value,
-    handler: Handler,
-) -> Command {
-    Command {
-        name,
-        description,
-        since: "",
-        is_async: false,
-        roles,
-        params,
-        response_object: object,
-        response: fields_of(object, &sample),
-        related: "",
-        handler,
-    }
-}
 
 fn sample_user() -> Value {
     let f = Fixture::default();
@@ -56,7 +31,7 @@ pub fn commands() -> Vec<Command> {
     let domain_view = views::domain(&Domain::sample(&f), false);
     let keys_view = json!({"apikey": "", "secretkey": ""});
     vec![
-        command(
+        Command::sync(
             "createDomain",
             "Creates a domain",
             ADMINS,
@@ -72,7 +47,7 @@ pub fn commands() -> Vec<Command> {
             domain_view.clone(),
             |c, p| create_domain(c, p).boxed(),
         ),
-        command(
+        Command::sync(
             "listDomains",
             "Lists domains and provides detailed information for listed domains",
             ADMINS,
@@ -89,7 +64,7 @@ pub fn commands() -> Vec<Command> {
             domain_view,
             |c, p| list_domains(c, p).boxed(),
         ),
-        command(
+        Command::sync(
             "createAccount",
             "Creates an account",
             ADMINS,
@@ -123,7 +98,7 @@ pub fn commands() -> Vec<Command> {
             account_view.clone(),
             |c, p| create_account(c, p).boxed(),
         ),
-        command(
+        Command::sync(
             "listAccounts",
             "Lists accounts and provides detailed account information for listed accounts",
             ALL,
@@ -150,7 +125,7 @@ pub fn commands() -> Vec<Command> {
             account_view.clone(),
             |c, p| list_accounts(c, p).boxed(),
         ),
-        command(
+        Command::sync(
             "listUsers",
             "Lists user accounts",
             ALL,
@@ -181,7 +156,7 @@ pub fn commands() -> Vec<Command> {
             sample_user(),
             |c, p| list_users(c, p).boxed(),
         ),
-        command(
+        Command::sync(
             "registerUserKeys",
             "This command allows a user to register for the developer API, returning a secret key and an API key. This request is made through the integration API port, so it is a privileged command and must be made on behalf of a user. It is up to the implementer just how the username and password are entered, and then how that translates to an integration API request. Both secret key and API key should be returned to the user",
             ALL,
@@ -190,7 +165,7 @@ pub fn commands() -> Vec<Command> {
             keys_view.clone(),
             |c, p| register_user_keys(c, p).boxed(),
         ),
-        command(
+        Command::sync(
             "getUserKeys",
             "This command allows the user to query the seceret and API keys for the account",
             ALL,
@@ -203,7 +178,7 @@ pub fn commands() -> Vec<Command> {
             keys_view,
             |c, p| get_user_keys(c, p).boxed(),
         ),
-        command(
+        Command::sync(
             "enableAccount",
             "Enables an account",
             ADMINS,
@@ -222,7 +197,7 @@ pub fn commands() -> Vec<Command> {
         ),
         Command {
             is_async: true,
-            ..command(
+            ..Command::sync(
                 "disableAccount",
                 "Disables an account",
                 ADMINS,

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use stratus_cloudstack::envelope::{self, CLOUDSTACK_VERSION};
 use stratus_cloudstack::{ApiError, Params};
 use stratus_contracts::settings::names;
+use stratus_model::samples::{Fixture, Sample};
 use stratus_model::{Account, AccountType, Domain, Id, Object, Zone};
 use stratus_store::Index;
 
@@ -17,13 +18,11 @@ use stratus_cloudstack::views;
 
 pub fn registry() -> Registry {
     let mut commands = vec![
-        Command {
-            name: "listZones",
-            description: "Lists zones",
-            since: "",
-            is_async: false,
-            roles: ALL,
-            params: list_params(&[
+        Command::sync(
+            "listZones",
+            "Lists zones",
+            ALL,
+            list_params(&[
                 param(
                     "available",
                     Kind::Boolean,
@@ -40,11 +39,10 @@ pub fn registry() -> Registry {
                     "flag to display the capacity of the zones",
                 ),
             ]),
-            response_object: "zone",
-            response: zone_fields(),
-            related: "",
-            handler: |ctx, p| list_zones(ctx, p).boxed(),
-        },
+            "zone",
+            views::zone(&Zone::sample(&Fixture::default())),
+            |ctx, p| list_zones(ctx, p).boxed(),
+        ),
         Command {
             name: "listApis",
             description: "lists all available apis on the server, provided by the Api Discovery plugin",
@@ -52,7 +50,6 @@ pub fn registry() -> Registry {
             is_async: false,
             roles: ALL,
             params: vec![param("name", Kind::String, "API name")],
-            response_object: "api",
             response: api_fields(),
             related: "",
             handler: |ctx, p| list_apis(ctx, p).boxed(),
@@ -64,7 +61,6 @@ pub fn registry() -> Registry {
             is_async: false,
             roles: ALL,
             params: vec![],
-            response_object: "capability",
             response: capability_fields(),
             related: "",
             handler: |ctx, p| list_capabilities(ctx, p).boxed(),
@@ -73,45 +69,6 @@ pub fn registry() -> Registry {
     commands.extend(accounts::commands());
     commands.extend(reads::commands());
     Registry::new(commands)
-}
-
-fn zone_fields() -> Vec<Field> {
-    vec![
-        field("id", "string", "Zone id"),
-        field("name", "string", "Zone name"),
-        field(
-            "networktype",
-            "string",
-            "the network type of the zone; can be Basic or Advanced",
-        ),
-        field(
-            "allocationstate",
-            "string",
-            "the allocation state of the cluster",
-        ),
-        field(
-            "securitygroupsenabled",
-            "boolean",
-            "true if security groups support is enabled, false otherwise",
-        ),
-        field(
-            "localstorageenabled",
-            "boolean",
-            "true if local storage offering enabled, false otherwise",
-        ),
-        field("dns1", "string", "the first DNS for the Zone"),
-        field(
-            "internaldns1",
-            "string",
-            "the first internal DNS for the Zone",
-        ),
-        field(
-            "guestcidraddress",
-            "string",
-            "the guest CIDR address for the Zone",
-        ),
-        field("created", "date", "the date this zone was created"),
-    ]
 }
 
 fn api_fields() -> Vec<Field> {

@@ -10,12 +10,11 @@ use stratus_model::*;
 use stratus_store::Index;
 
 use super::{eq_param, flag, id_param, list, named, owners};
-use crate::registry::{
-    ALL, Command, Handler, Kind, ROOT, Role, fields_of, list_params, param, required,
-};
+use crate::registry::{ALL, Command, Handler, Kind, ROOT, Role, list_params, param, required};
 use crate::{Ctx, store_error};
 use stratus_cloudstack::views;
 
+/// A list command: the common list parameters plus `extra`.
 fn list_command(
     name: &'static str,
     description: &'static str,
@@ -25,18 +24,15 @@ fn list_command(
     sample: Value,
     handler: Handler,
 ) -> Command {
-    Command {
+    Command::sync(
         name,
         description,
-        since: "",
-        is_async: false,
         roles,
-        params: list_params(extra),
-        response_object: item,
-        response: fields_of(item, &sample),
-        related: "",
+        list_params(extra),
+        item,
+        sample,
         handler,
-    }
+    )
 }
 
 /// The `listall`, `account` and `domainid` parameters of lists of owned objects.
@@ -378,22 +374,19 @@ pub fn commands() -> Vec<Command> {
             views::async_job(&AsyncJob::sample(&f)),
             |c, p| list_async_jobs(c, p).boxed(),
         ),
-        Command {
-            name: "queryAsyncJobResult",
-            description: "Retrieves the current status of asynchronous job.",
-            since: "",
-            is_async: false,
-            roles: ALL,
-            params: vec![required(
+        Command::sync(
+            "queryAsyncJobResult",
+            "Retrieves the current status of asynchronous job.",
+            ALL,
+            vec![required(
                 "jobid",
                 Kind::Uuid,
                 "the ID of the asynchronous job",
             )],
-            response_object: "",
-            response: fields_of("job", &views::async_job(&AsyncJob::sample(&f))),
-            related: "",
-            handler: |c, p| query_async_job(c, p).boxed(),
-        },
+            "job",
+            views::async_job(&AsyncJob::sample(&f)),
+            |c, p| query_async_job(c, p).boxed(),
+        ),
         list_command(
             "listConfigurations",
             "Lists all configurations.",
