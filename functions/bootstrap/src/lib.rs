@@ -8,8 +8,6 @@
 //! it is missing: running bootstrap again changes nothing, and a run cut
 //! short is completed by the next.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use stratus_model::*;
@@ -186,11 +184,6 @@ impl Tally {
     }
 }
 
-/// A new key or secret: 64 random bytes, base64url, as CloudStack makes them.
-fn new_key() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 64]>())
-}
-
 pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
     let now = Utc::now();
     let mut t = Tally::default();
@@ -258,19 +251,8 @@ pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
             k
         }
         None => {
-            let api_key = new_key();
-            t.ensure(
-                store,
-                ApiKey {
-                    id: ApiKey::id_for(&api_key),
-                    api_key,
-                    secret_key: new_key(),
-                    user_id: user.id,
-                    account_id: account.id,
-                    created: now,
-                },
-            )
-            .await?
+            t.ensure(store, ApiKey::generate(user.id, account.id, now))
+                .await?
         }
     };
 

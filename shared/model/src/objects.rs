@@ -137,6 +137,23 @@ impl ApiKey {
     pub fn id_for(api_key: &str) -> Id<ApiKey> {
         Id::derived(Self::NAMESPACE, api_key)
     }
+
+    /// A new key pair for `user`: API key and secret each 64 random bytes,
+    /// base64url, as CloudStack makes them.
+    pub fn generate(user_id: Id<User>, account_id: Id<Account>, created: DateTime<Utc>) -> ApiKey {
+        use base64::Engine;
+        let new =
+            || base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 64]>());
+        let api_key = new();
+        ApiKey {
+            id: Self::id_for(&api_key),
+            api_key,
+            secret_key: new(),
+            user_id,
+            account_id,
+            created,
+        }
+    }
 }
 
 /// A login session (`login`/`logout`). Its id follows from the `JSESSIONID`

@@ -1,16 +1,14 @@
 //! Domains, accounts, users and their API keys.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use futures::FutureExt;
 use serde_json::{Value, json};
-use stratus_cloudstack::{ApiError, Params, envelope};
+use stratus_cloudstack::{ApiError, Params};
 use stratus_model::samples::{Fixture, Sample};
 use stratus_model::*;
 use stratus_store::{Index, StoreError, Transaction};
 
-use super::{all, eq_param, get, named, owners, within};
+use super::{all, eq_param, get, named, owners, page_in_memory, walk, within};
 use crate::registry::{ADMINS, ALL, Command, Kind, Role, list_params, param, required};
 use crate::{Ctx, store_error};
 use stratus_cloudstack::views;
@@ -331,20 +329,6 @@ async fn list_domains(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
     page_in_memory(ctx, p, "domain", visible)
 }
 
-/// Pages a list already filtered in memory (small kinds).
-fn page_in_memory(ctx: &Ctx, p: &Params, key: &str, items: Vec<Value>) -> Result<Value, ApiError> {
-    let count = items.len() as u64;
-    let window = match super::paging(ctx, p)? {
-        None => items,
-        Some((page, size)) => items
-            .into_iter()
-            .skip(((page - 1) as usize).saturating_mul(size))
-            .take(size)
-            .collect(),
-    };
-    Ok(envelope::list(key, count, window))
-}
-
 fn account_type_param(ctx: &Ctx, p: &Params) -> Result<AccountType, ApiError> {
     match p.get("accounttype") {
         None | Some("0") => Ok(AccountType::User),
@@ -420,36 +404,34 @@ async fn create_account(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
 
 async fn account_view(ctx: &Ctx, a: &Account) -> Result<Value, ApiError> {
     let domain = get::<Domain>(ctx, a.domain_id).await?;
-    let users = ctx
-        .store
-        .list::<User>(&Index::Account(a.id.uuid()), None, 100)
-        .await
-        .map_err(store_error)?;
-    let keys = api_keys_of(ctx, a.id).await?;
-    let users = users
-        .items
-        .iter()
-        .map(|u| {
-            let key = keys
-                .iter()
-                .find(|k| k.user_id == u.value.id)
-                .map(|k| k.api_key.as_str());
-            views::user(&u.value, a, &domain, key)
-        })
-        .collect();
+    let users = user_views(ctx, a, &domain, |_| true).await?;
     Ok(views::account(a, &domain, users))
 }
 
-async fn api_keys_of(ctx: &Ctx, account: Id<Account>) -> Result<Vec<ApiKey>, ApiError> {
-    Ok(ctx
-        .store
-        .list::<ApiKey>(&Index::Account(account.uuid()), None, 500)
-        .await
-        .map_err(store_error)?
-        .items
-        .into_iter()
-        .map(|k| k.value)
+/// The views of `a`'s users that `keep` accepts, each with its API key.
+async fn user_views(
+    ctx: &Ctx,
+    a: &Account,
+    domain: &Domain,
+    keep: impl Fn(&User) -> bool,
+) -> Result<Vec<Value>, ApiError> {
+    let keys = api_keys_of(ctx, a.id).await?;
+    let users = walk::<User>(ctx, &Index::Account(a.id.uuid())).await?;
+    Ok(users
+        .iter()
+        .filter(|u| keep(u))
+        .map(|u| {
+            let key = keys
+                .iter()
+                .find(|k| k.user_id == u.id)
+                .map(|k| k.api_key.as_str());
+            views::user(u, a, domain, key)
+        })
         .collect())
+}
+
+async fn api_keys_of(ctx: &Ctx, account: Id<Account>) -> Result<Vec<ApiKey>, ApiError> {
+    walk(ctx, &Index::Account(account.uuid())).await
 }
 
 async fn list_accounts(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
@@ -526,23 +508,14 @@ async fn list_users(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
     let mut items = Vec::new();
     for a in &accounts {
         let domain = get::<Domain>(ctx, a.domain_id).await?;
-        let keys = api_keys_of(ctx, a.id).await?;
-        let users = ctx
-            .store
-            .list::<User>(&Index::Account(a.id.uuid()), None, 500)
-            .await
-            .map_err(store_error)?;
-        for u in users.items.iter().map(|v| &v.value).filter(|u| {
-            wanted.is_none_or(|w| u.id == w)
-                && eq_param(p, "username", &u.username)
-                && eq_param(p, "state", &state_name(&u.state))
-        }) {
-            let key = keys
-                .iter()
-                .find(|k| k.user_id == u.id)
-                .map(|k| k.api_key.as_str());
-            items.push(views::user(u, a, &domain, key));
-        }
+        items.extend(
+            user_views(ctx, a, &domain, |u| {
+                wanted.is_none_or(|w| u.id == w)
+                    && eq_param(p, "username", &u.username)
+                    && eq_param(p, "state", &state_name(&u.state))
+            })
+            .await?,
+        );
     }
     page_in_memory(ctx, p, "user", items)
 }
@@ -565,10 +538,6 @@ async fn managed_user(ctx: &Ctx, p: &Params) -> Result<User, ApiError> {
     Ok(user)
 }
 
-fn new_key() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 64]>())
-}
-
 async fn register_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
     let user = managed_user(ctx, p).await?;
     let old: Vec<ApiKey> = api_keys_of(ctx, user.account_id)
@@ -576,15 +545,7 @@ async fn register_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         .into_iter()
         .filter(|k| k.user_id == user.id)
         .collect();
-    let api_key = new_key();
-    let key = ApiKey {
-        id: ApiKey::id_for(&api_key),
-        api_key,
-        secret_key: new_key(),
-        user_id: user.id,
-        account_id: user.account_id,
-        created: Utc::now(),
-    };
+    let key = ApiKey::generate(user.id, user.account_id, Utc::now());
     // The new pair replaces the old ones, in one transaction.
     let mut tx = Transaction::new();
     tx.create(&key);

@@ -199,36 +199,37 @@ pub async fn list<T: Object>(
         return Ok(envelope::list(item_key, got.count, items));
     }
     // A filter the indexes do not serve: walk the index, keep the matches.
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let got = ctx
-            .store
-            .list::<T>(&index, after, 500)
-            .await
-            .map_err(store_error)?;
-        all.extend(
-            got.items
-                .into_iter()
-                .map(|v| v.value)
-                .filter(|t| matches(t)),
-        );
-        match got.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
+    let all: Vec<T> = walk::<T>(ctx, &index)
+        .await?
+        .into_iter()
+        .filter(|t| matches(t))
+        .collect();
     let count = all.len() as u64;
-    let window: Vec<Value> = match paging {
-        None => all.iter().map(&view).collect(),
-        Some((page, size)) => all
-            .iter()
+    let items = window(paging, all).iter().map(&view).collect();
+    Ok(envelope::list(item_key, count, items))
+}
+
+/// The page `paging` asks for out of `items` (all of them for `None`).
+pub fn window<T>(paging: Option<(u64, usize)>, items: Vec<T>) -> Vec<T> {
+    match paging {
+        None => items,
+        Some((page, size)) => items
+            .into_iter()
             .skip(((page - 1) as usize).saturating_mul(size))
             .take(size)
-            .map(&view)
             .collect(),
-    };
-    Ok(envelope::list(item_key, count, window))
+    }
+}
+
+/// A list already filtered in memory, paged as the request asks.
+pub fn page_in_memory(
+    ctx: &Ctx,
+    p: &Params,
+    key: &str,
+    items: Vec<Value>,
+) -> Result<Value, ApiError> {
+    let count = items.len() as u64;
+    Ok(envelope::list(key, count, window(paging(ctx, p)?, items)))
 }
 
 async fn list_zones(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
@@ -453,14 +454,14 @@ pub async fn named<T: Object>(
         .ok_or_else(|| ApiError::entity_not_found(ctx.command, param, raw))
 }
 
-/// Every object of a kind (small kinds only: domains, accounts, settings).
-pub async fn all<T: Object>(ctx: &Ctx) -> Result<Vec<T>, ApiError> {
+/// Every object of `T` under `index`, a page of 500 at a time.
+pub async fn walk<T: Object>(ctx: &Ctx, index: &Index) -> Result<Vec<T>, ApiError> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
         let got = ctx
             .store
-            .list::<T>(&Index::All, after, 500)
+            .list::<T>(index, after, 500)
             .await
             .map_err(store_error)?;
         out.extend(got.items.into_iter().map(|v| v.value));
@@ -469,6 +470,11 @@ pub async fn all<T: Object>(ctx: &Ctx) -> Result<Vec<T>, ApiError> {
             None => return Ok(out),
         }
     }
+}
+
+/// Every object of a kind (small kinds only: domains, accounts).
+pub async fn all<T: Object>(ctx: &Ctx) -> Result<Vec<T>, ApiError> {
+    walk(ctx, &Index::All).await
 }
 
 /// A parameter that must parse as an id when given (431 with the not-found text otherwise).

@@ -10,8 +10,8 @@ use stratus_model::*;
 use stratus_store::Index;
 
 use super::{eq_param, flag, id_param, list, named, owners};
+use crate::Ctx;
 use crate::registry::{ALL, Command, Handler, Kind, ROOT, Role, list_params, param, required};
-use crate::{Ctx, store_error};
 use stratus_cloudstack::views;
 
 /// A list command: the common list parameters plus `extra`.
@@ -845,35 +845,16 @@ async fn list_capacity(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
     let mut items = Vec::new();
     for z in zones.iter().filter(|z| zone.is_none_or(|id| z.id == id)) {
         let index = Index::Zone(z.id.uuid());
-        let (mut mem, mut mem_total, mut cpu, mut cpu_total) = (0u64, 0u64, 0u64, 0u64);
-        let mut after = None;
-        loop {
-            let page = ctx
-                .store
-                .list::<Host>(&index, after, 500)
-                .await
-                .map_err(store_error)?;
-            for h in page.items.iter().map(|v| &v.value) {
-                mem += h.memory_allocated;
-                mem_total += h.memory_total;
-                cpu += h.cpu_allocated;
-                cpu_total += h.cpu_number as u64 * h.cpu_speed as u64;
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
-        let (mut disk, mut disk_total) = (0u64, 0u64);
-        let pools = ctx
-            .store
-            .list::<StoragePool>(&index, None, 500)
-            .await
-            .map_err(store_error)?;
-        for s in pools.items.iter().map(|v| &v.value) {
-            disk += s.disk_size_allocated;
-            disk_total += s.disk_size_total;
-        }
+        let hosts = super::walk::<Host>(ctx, &index).await?;
+        let pools = super::walk::<StoragePool>(ctx, &index).await?;
+        let sum = |f: &dyn Fn(&Host) -> u64| hosts.iter().map(f).sum::<u64>();
+        let (mem, mem_total) = (sum(&|h| h.memory_allocated), sum(&|h| h.memory_total));
+        let (cpu, cpu_total) = (
+            sum(&|h| h.cpu_allocated),
+            sum(&|h| h.cpu_number as u64 * h.cpu_speed as u64),
+        );
+        let disk: u64 = pools.iter().map(|s| s.disk_size_allocated).sum();
+        let disk_total: u64 = pools.iter().map(|s| s.disk_size_total).sum();
         for (t, used, total) in [
             (0u8, mem, mem_total),
             (1, cpu, cpu_total),
