@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use stratus_contracts::config::{Config, StoreSelection};
+use stratus_contracts::config::StoreSelection;
 use stratus_model::samples::{Fixture, Sample};
 use stratus_model::{Account, Domain, Vm};
 use stratus_store::Store;
 
-use crate::runner_bench::{Runner, Vhost, rabbitmqctl};
+use crate::runner_bench::{Runner, bench_env, bin_dir};
 use crate::stats::Summary;
 
 pub struct Options {
@@ -119,42 +119,13 @@ fn line(what: &str, took: Duration, samples: &mut [Duration]) -> f64 {
 }
 
 pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    for b in ["stratus-local", "stratus-fn-api", "stratus-fn-bootstrap"] {
-        if !bin_dir.join(b).is_file() {
-            bail!(
-                "{} has no {b}: run `cargo build --release --bins` first",
-                bin_dir.display()
-            );
-        }
-    }
-    let vhost = Vhost(format!(
-        "bench-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ));
-    rabbitmqctl(&["-q", "add_vhost", &vhost.0])?;
-    rabbitmqctl(&[
-        "-q",
-        "set_permissions",
-        "-p",
-        &vhost.0,
-        "guest",
-        ".*",
-        ".*",
-        ".*",
+    let bin_dir = bin_dir(&[
+        "stratus-local",
+        "stratus-fn-api",
+        "stratus-fn-bootstrap",
+        "stratus-fn-diag",
     ])?;
-    let home = std::env::temp_dir().join(format!("stratus-{}", vhost.0));
-    std::fs::create_dir_all(&home)?;
-    let config = Config::from_lookup(|k| match k {
-        "STRATUS_AMQP_URL" => Some(amqp_url.to_string()),
-        "STRATUS_AMQP_VHOST" => Some(vhost.0.clone()),
-        "STRATUS_HOME" => Some(home.display().to_string()),
-        "STRATUS_STORE" => None,
-        _ => std::env::var(k).ok(),
-    })?;
+    let (_vhost, home, config) = bench_env(amqp_url)?;
     let manifest = write_manifest(&home, o.concurrency)?;
     let runner = Runner::start(
         &bin_dir,

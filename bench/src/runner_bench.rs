@@ -61,19 +61,26 @@ pub(crate) fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
-    let bin_dir = std::env::current_exe()?
+/// The binaries beside this one, checked to hold `needed`.
+pub(crate) fn bin_dir(needed: &[&str]) -> anyhow::Result<PathBuf> {
+    let dir = std::env::current_exe()?
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    for b in ["stratus-local", "stratus-fn-diag"] {
-        if !bin_dir.join(b).is_file() {
+    for b in needed {
+        if !dir.join(b).is_file() {
             bail!(
                 "{} has no {b}: run `cargo build --release --bins` first",
-                bin_dir.display()
+                dir.display()
             );
         }
     }
+    Ok(dir)
+}
+
+/// A benchmark's own vhost (deleted on drop), state directory and
+/// configuration (the embedded store in that directory).
+pub(crate) fn bench_env(amqp_url: &str) -> anyhow::Result<(Vhost, PathBuf, Config)> {
     let vhost = Vhost(format!(
         "bench-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -95,8 +102,15 @@ pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
         "STRATUS_AMQP_URL" => Some(amqp_url.to_string()),
         "STRATUS_AMQP_VHOST" => Some(vhost.0.clone()),
         "STRATUS_HOME" => Some(home.display().to_string()),
+        "STRATUS_STORE" => None,
         _ => std::env::var(k).ok(),
     })?;
+    Ok((vhost, home, config))
+}
+
+pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
+    let bin_dir = bin_dir(&["stratus-local", "stratus-fn-diag"])?;
+    let (_vhost, home, config) = bench_env(amqp_url)?;
     let topology = broker::topology(&config)?;
     let connection = broker::connect(&config, "bench").await?;
     broker::declare_topology(&connection, &topology).await?;
