@@ -62,6 +62,15 @@ fn connect(path: &Path) -> Result<Connection> {
     // Every statement is prepared once per connection (parsing was a quarter
     // of a point read's CPU); there are a few dozen distinct ones.
     conn.set_prepared_statement_cache_capacity(64);
+    // ... and stays prepared: without the query planner stability guarantee,
+    // SQLite (built with STAT4) re-prepares a cached statement whenever a
+    // rebound `LIMIT ?` or range parameter might change its plan, which it
+    // did on every page read (`sqlite3Reprepare` was a tenth of the API's CPU).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(backend)?;
     Ok(conn)
 }
 
