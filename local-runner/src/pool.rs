@@ -100,7 +100,8 @@ struct Instance {
 
 enum Readiness {
     Ready(u64),
-    InitFailed(u64, String),
+    /// An instance's process exited before its first `/next`, and when.
+    InitFailed(u64, String, Instant),
 }
 
 #[derive(Default, Serialize)]
@@ -238,11 +239,15 @@ impl Pool {
             )
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
+        // The instance is known before its process can ask for an event: the
+        // lock is held across the spawn (a first `/next` arriving before the
+        // insert was refused, and lambda_runtime panics on that refusal).
+        let mut instances = self.instances.lock().await;
         let mut child = cmd.spawn()?;
         let pid = child.id().unwrap_or_default();
         let (mailbox, inbox) = mpsc::channel(1);
         let now = Instant::now();
-        self.instances.lock().await.insert(
+        instances.insert(
             id,
             Instance {
                 pid,
@@ -255,6 +260,7 @@ impl Pool {
                 current: None,
             },
         );
+        drop(instances);
         self.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
         tracing::info!(function = %spec.name, instance = id, pid, "instance started");
         // Lambda's init limit: an instance that has not asked for an event in time is killed.
@@ -303,9 +309,11 @@ impl Pool {
         } else if instance.state == InstanceState::Starting {
             self.counters.crashes.fetch_add(1, Ordering::Relaxed);
             tracing::error!(function = %self.spec.name, instance = id, status, "instance exited during init");
-            let _ = self
-                .ready_tx
-                .send(Readiness::InitFailed(id, status.to_string()));
+            let _ = self.ready_tx.send(Readiness::InitFailed(
+                id,
+                status.to_string(),
+                Instant::now(),
+            ));
         } else if !retiring {
             self.counters.crashes.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(function = %self.spec.name, instance = id, status, "idle instance exited");
@@ -439,6 +447,7 @@ impl Pool {
     }
 
     async fn acquire_inner(self: &Arc<Self>) -> Result<u64, Outcome> {
+        let since = Instant::now();
         loop {
             self.scale_up().await;
             let readiness = {
@@ -465,7 +474,11 @@ impl Pool {
                         return Ok(id);
                     }
                 }
-                Readiness::InitFailed(id, status) => {
+                // A failure before this invocation waited (a pre-warmed
+                // instance, say) is not its cold start: it was logged, and
+                // the pool replaces the instance.
+                Readiness::InitFailed(_, _, at) if at < since => {}
+                Readiness::InitFailed(id, status, _) => {
                     return Err(Outcome::platform_error(
                         "Runtime.ExitError",
                         &format!(

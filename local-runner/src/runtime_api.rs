@@ -212,8 +212,16 @@ mod tests {
 
     /// A pool whose instances are a shell that never calls the API: the test plays the runtime.
     async fn serve(dir: &std::path::Path) -> (String, Arc<Pool>) {
+        serve_script(dir, "exec sleep 60", 0).await
+    }
+
+    async fn serve_script(
+        dir: &std::path::Path,
+        shell: &str,
+        min_instances: u32,
+    ) -> (String, Arc<Pool>) {
         let script = dir.join("bootstrap");
-        std::fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::write(&script, format!("#!/bin/sh\n{shell}\n")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -224,7 +232,7 @@ mod tests {
             environment: vec![],
             timeout: Duration::from_secs(5),
             memory_mb: 128,
-            min_instances: 0,
+            min_instances,
             max_instances: 1,
         };
         let pool = Pool::new(spec, addr.clone(), false, Duration::from_secs(60));
@@ -234,7 +242,73 @@ mod tests {
             supervisor: Arc::new(Supervisor::default()),
         });
         tokio::spawn(async move { axum::serve(listener, router(api)).await });
+        pool.start().await.unwrap();
         (addr, pool)
+    }
+
+    /// A pre-warmed instance that dies during init fails no later invocation:
+    /// nobody was waiting for it, and the pool replaces it.
+    #[tokio::test]
+    async fn an_init_failure_nobody_waited_for_fails_no_later_invocation() {
+        let dir =
+            std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("failed-once");
+        // The first instance exits at once; the ones after it wait to be played.
+        let shell = format!(
+            "if [ -e {m} ]; then exec sleep 60; else touch {m}; exit 1; fi",
+            m = marker.display()
+        );
+        let (addr, pool) = serve_script(&dir, &shell, 1).await;
+        let died = tokio::time::timeout(Duration::from_secs(10), async {
+            while pool
+                .counters
+                .crashes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(died.is_ok(), "the first instance did not die during init");
+
+        let invoking = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.invoke(Bytes::from_static(b"{}")).await }
+        });
+        // The replacement is instance 2; play its runtime.
+        let base = format!("http://{addr}/fn/f/2/2018-06-01/runtime");
+        let client = reqwest::Client::new();
+        let next = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let r = client
+                    .get(format!("{base}/invocation/next"))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("no replacement instance was started");
+        let request_id = next.headers()["lambda-runtime-aws-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        client
+            .post(format!("{base}/invocation/{request_id}/response"))
+            .body("{\"ok\":true}")
+            .send()
+            .await
+            .unwrap();
+        match invoking.await.unwrap() {
+            Outcome::Success(body) => assert_eq!(body, Bytes::from_static(b"{\"ok\":true}")),
+            Outcome::Error(body) => panic!("failed: {}", String::from_utf8_lossy(&body)),
+        }
     }
 
     #[tokio::test]
