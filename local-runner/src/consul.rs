@@ -5,9 +5,12 @@
 //! delete with `recurse`/`cas`, 512 KB values), `status/leader`, agent
 //! services with TTL checks (register, deregister, check pass/warn/fail,
 //! expiry), `catalog/services`, `catalog/service/:name` and
-//! `health/service/:name` (`?passing`), all blocking. Sessions (and so
-//! `acquire`/`release`) are not served yet. The KV persists under
-//! `STRATUS_HOME`; registrations do not (as an agent restarted without its
+//! `health/service/:name` (`?passing`), all blocking; sessions (create with
+//! TTL 10 s to 24 h, lock-delay up to 60 s, behaviour `release` or `delete`,
+//! service checks; renew, destroy, info, list; invalidation at twice the TTL
+//! after the last renewal, as Consul's servers time it) and locks
+//! (`acquire`/`release`, refused during a lock-delay). The KV and sessions
+//! persist under `STRATUS_HOME`; registrations do not (as an agent restarted without its
 //! data dir, so processes re-register when their check is unknown). It is
 //! not Consul: one node, no Raft, no ACLs.
 
@@ -40,7 +43,58 @@ struct Entry {
     create_index: u64,
     modify_index: u64,
     lock_index: u64,
+    /// The session holding the key's lock.
+    #[serde(default)]
+    session: Option<String>,
 }
+
+/// A session (`/session/create`): TTL-bound when `ttl_ms` is set, and ended
+/// early by any of its service checks going critical.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    id: String,
+    name: String,
+    lock_delay_ms: u64,
+    /// `release` or `delete`: what happens to its keys when it ends.
+    behavior: String,
+    ttl: Option<String>,
+    ttl_ms: Option<u64>,
+    /// Unix ms after which the session is invalidated: twice its TTL past the
+    /// last renewal, as Consul's servers time it.
+    expires_ms: Option<u64>,
+    service_checks: Vec<String>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl Session {
+    fn render(&self) -> serde_json::Value {
+        json!({
+            "ID": self.id, "Name": self.name, "Node": NODE,
+            // Consul reports LockDelay in nanoseconds and TTL as it was given.
+            "LockDelay": self.lock_delay_ms * 1_000_000,
+            "Behavior": self.behavior, "TTL": self.ttl.clone().unwrap_or_default(),
+            "NodeChecks": ["serfHealth"],
+            "ServiceChecks": if self.service_checks.is_empty() { serde_json::Value::Null } else {
+                json!(self.service_checks.iter().map(|c| json!({"ID": c, "Namespace": ""})).collect::<Vec<_>>())
+            },
+            "CreateIndex": self.create_index, "ModifyIndex": self.modify_index,
+        })
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Consul's bounds on a session's TTL and lock-delay.
+const SESSION_TTL_MIN: Duration = Duration::from_secs(10);
+const SESSION_TTL_MAX: Duration = Duration::from_secs(86_400);
+const LOCK_DELAY_MAX: Duration = Duration::from_secs(60);
+const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Data {
@@ -49,6 +103,41 @@ struct Data {
     kv: BTreeMap<String, Entry>,
     /// When each deleted key went, so that a watch on it or its prefix wakes.
     tombstones: BTreeMap<String, u64>,
+    #[serde(default)]
+    sessions: BTreeMap<String, Session>,
+    /// Keys whose holder's session was invalidated: no acquire before this unix ms.
+    #[serde(default)]
+    lock_delays: BTreeMap<String, u64>,
+}
+
+impl Data {
+    /// Ends a session: its locks are released (lock-delay starts on each) or
+    /// its keys deleted, as its behaviour says.
+    fn invalidate(&mut self, id: &str, index: u64) -> bool {
+        let Some(session) = self.sessions.remove(id) else {
+            return false;
+        };
+        let held: Vec<String> = self
+            .kv
+            .iter()
+            .filter(|(_, e)| e.session.as_deref() == Some(id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let now = now_ms();
+        for key in held {
+            if session.behavior == "delete" {
+                self.kv.remove(&key);
+                self.tombstones.insert(key.clone(), index);
+            } else if let Some(e) = self.kv.get_mut(&key) {
+                e.session = None;
+                e.modify_index = index;
+            }
+            if session.lock_delay_ms > 0 {
+                self.lock_delays.insert(key, now + session.lock_delay_ms);
+            }
+        }
+        true
+    }
 }
 
 /// The node the stand-in pretends to be.
@@ -106,6 +195,11 @@ impl Consul {
         };
         // Index 0 is never valid in Consul; start at 1.
         data.index = data.index.max(1);
+        // Renewals are not persisted: as Consul's servers do after a leader
+        // change, every session's TTL clock starts again.
+        for session in data.sessions.values_mut() {
+            session.expires_ms = session.ttl_ms.map(|t| now_ms() + 2 * t);
+        }
         let (changed, _) = watch::channel(data.index);
         Ok(Arc::new(Consul {
             agent: Mutex::new(Agent::default()),
@@ -153,6 +247,40 @@ impl Consul {
         next
     }
 
+    /// Invalidates sessions whose TTL ran out, or one of whose service checks
+    /// is critical or gone.
+    fn expire_sessions(&self) {
+        // The agent's lock is never held while taking the data's (the other
+        // order is taken on check updates).
+        let healthy: Vec<String> = {
+            let agent = self.agent.lock().expect("stand-in lock");
+            agent
+                .checks
+                .values()
+                .filter(|c| c.status != "critical")
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        let now = now_ms();
+        self.write(|data, next| {
+            data.lock_delays.retain(|_, until| *until > now);
+            let ended: Vec<String> = data
+                .sessions
+                .values()
+                .filter(|s| {
+                    s.expires_ms.is_some_and(|e| e <= now)
+                        || s.service_checks.iter().any(|c| !healthy.contains(c))
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            for id in &ended {
+                data.invalidate(id, next);
+                tracing::info!(session = %id, "Consul stand-in: session invalidated");
+            }
+            ((), !ended.is_empty())
+        })
+    }
+
     /// Moves TTL checks whose time ran out to critical.
     fn expire(&self) {
         let now = tokio::time::Instant::now();
@@ -189,6 +317,11 @@ pub fn router(consul: Arc<Consul>) -> Router {
         .route("/v1/agent/service/register", put(service_register))
         .route("/v1/agent/service/deregister/{id}", put(service_deregister))
         .route("/v1/agent/check/{verb}/{id}", put(check_update))
+        .route("/v1/session/create", put(session_create))
+        .route("/v1/session/destroy/{id}", put(session_destroy))
+        .route("/v1/session/renew/{id}", put(session_renew))
+        .route("/v1/session/info/{id}", get(session_info))
+        .route("/v1/session/list", get(session_list))
         .route("/v1/catalog/services", get(catalog_services))
         .route("/v1/catalog/service/{name}", get(catalog_service))
         .route("/v1/health/service/{name}", get(health_service))
@@ -208,6 +341,7 @@ pub async fn serve(listener: tokio::net::TcpListener, consul: Arc<Consul>) {
         loop {
             tick.tick().await;
             reaper.expire();
+            reaper.expire_sessions();
         }
     });
     if let Err(e) = axum::serve(listener, router(consul)).await {
@@ -355,14 +489,18 @@ async fn kv_read(consul: Arc<Consul>, key: String, q: KvQuery) -> Response {
     let body: Vec<serde_json::Value> = entries
         .iter()
         .map(|(k, e)| {
-            json!({
+            let mut pair = json!({
                 "LockIndex": e.lock_index,
                 "Key": k,
                 "Flags": e.flags,
                 "Value": if e.value.is_empty() { None } else { Some(STANDARD.encode(&e.value)) },
                 "CreateIndex": e.create_index,
                 "ModifyIndex": e.modify_index,
-            })
+            });
+            if let Some(session) = &e.session {
+                pair["Session"] = json!(session);
+            }
+            pair
         })
         .collect();
     with_index(index, axum::Json(body).into_response())
@@ -378,27 +516,48 @@ async fn kv_put(
     Query(q): Query<KvQuery>,
     body: Bytes,
 ) -> Response {
-    if q.acquire.is_some() || q.release.is_some() {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Invalid session: sessions are not served by this stand-in yet",
-        );
-    }
     if body.len() > MAX_VALUE {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("Value exceeds {MAX_VALUE} byte limit"),
         );
     }
-    let ok = consul.write(|data, next| {
-        let current = data.kv.get(&key).map(|e| e.modify_index);
+    if q.acquire.is_some() && q.release.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Conflicting flags: acquire and release",
+        );
+    }
+    let now = now_ms();
+    let written = consul.write(|data, next| {
+        let session = q.acquire.as_ref().or(q.release.as_ref());
+        if let Some(s) = session
+            && !data.sessions.contains_key(s)
+        {
+            return (Err(format!("invalid session {s:?}")), false);
+        }
+        let current = data.kv.get(&key);
         let holds = match q.cas {
             None => true,
             Some(0) => current.is_none(),
-            Some(i) => current == Some(i),
+            Some(i) => current.map(|e| e.modify_index) == Some(i),
         };
         if !holds {
-            return (false, false);
+            return (Ok(false), false);
+        }
+        let holder = current.and_then(|e| e.session.clone());
+        if let Some(s) = &q.acquire {
+            let delayed = data.lock_delays.get(&key).is_some_and(|until| *until > now);
+            match &holder {
+                Some(h) if h != s => return (Ok(false), false),
+                None if delayed => return (Ok(false), false),
+                _ => {}
+            }
+        }
+        if let Some(s) = &q.release
+            && holder.as_ref() != Some(s)
+        {
+            return (Ok(false), false);
         }
         let entry = data.kv.entry(key.clone()).or_insert(Entry {
             value: vec![],
@@ -406,13 +565,28 @@ async fn kv_put(
             create_index: next,
             modify_index: next,
             lock_index: 0,
+            session: None,
         });
         entry.value = body.to_vec();
         entry.flags = q.flags.unwrap_or(0);
         entry.modify_index = next;
+        if let Some(s) = &q.acquire
+            && entry.session.is_none()
+        {
+            entry.session = Some(s.clone());
+            entry.lock_index += 1;
+        }
+        if q.release.is_some() {
+            entry.session = None;
+        }
         data.tombstones.remove(&key);
-        (true, true)
+        (Ok(true), true)
     });
+    let ok = match written {
+        Ok(ok) => ok,
+        // Consul answers an unknown session with a server error.
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
     axum::Json(ok).into_response()
 }
 
@@ -462,6 +636,166 @@ fn kv_remove(consul: Arc<Consul>, key: String, q: KvQuery) -> Response {
         (true, !gone.is_empty())
     });
     axum::Json(ok).into_response()
+}
+
+// ---- sessions ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SessionRequest {
+    #[serde(default)]
+    name: String,
+    lock_delay: Option<serde_json::Value>,
+    behavior: Option<String>,
+    #[serde(rename = "TTL")]
+    ttl: Option<String>,
+    #[serde(default)]
+    service_checks: Vec<ServiceCheckRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ServiceCheckRef {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+/// A Go duration as Consul takes it here: a string (`"15s"`) or nanoseconds.
+fn go_duration(v: &serde_json::Value) -> Option<Duration> {
+    match v {
+        serde_json::Value::String(s) => parse_wait(s),
+        serde_json::Value::Number(n) => n.as_u64().map(Duration::from_nanos),
+        _ => None,
+    }
+}
+
+async fn session_create(State(consul): State<Arc<Consul>>, body: Bytes) -> Response {
+    let req: SessionRequest = if body.is_empty() {
+        SessionRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Request decode failed: {e}"),
+                );
+            }
+        }
+    };
+    let ttl = match req.ttl.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => match parse_wait(t) {
+            Some(d) if d.is_zero() => None,
+            Some(d) if (SESSION_TTL_MIN..=SESSION_TTL_MAX).contains(&d) => Some(d),
+            Some(d) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!(
+                        "Invalid Session TTL '{}', must be between [10s=24h0m0s]",
+                        d.as_nanos()
+                    ),
+                );
+            }
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Request decode failed: time: invalid duration {t:?}"),
+                );
+            }
+        },
+    };
+    let lock_delay = match &req.lock_delay {
+        None => DEFAULT_LOCK_DELAY,
+        Some(v) => match go_duration(v) {
+            Some(d) => d.min(LOCK_DELAY_MAX),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Request decode failed: invalid LockDelay",
+                );
+            }
+        },
+    };
+    let behavior = match req.behavior.as_deref() {
+        None | Some("") | Some("release") => "release",
+        Some("delete") => "delete",
+        Some(b) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Invalid Behavior setting '{b}'"),
+            );
+        }
+    };
+    let service_checks: Vec<String> = req.service_checks.into_iter().map(|c| c.id).collect();
+    {
+        let agent = consul.agent.lock().expect("stand-in lock");
+        if let Some(c) = service_checks
+            .iter()
+            .find(|c| agent.checks.get(*c).is_none_or(|k| k.status == "critical"))
+        {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Check '{c}' is in critical state"),
+            );
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    consul.write(|data, next| {
+        data.sessions.insert(
+            id.clone(),
+            Session {
+                id: id.clone(),
+                name: req.name,
+                lock_delay_ms: lock_delay.as_millis() as u64,
+                behavior: behavior.to_string(),
+                ttl: ttl.map(|_| req.ttl.clone().unwrap_or_default()),
+                ttl_ms: ttl.map(|t| t.as_millis() as u64),
+                expires_ms: ttl.map(|t| now_ms() + 2 * t.as_millis() as u64),
+                service_checks,
+                create_index: next,
+                modify_index: next,
+            },
+        );
+        ((), true)
+    });
+    axum::Json(json!({ "ID": id })).into_response()
+}
+
+async fn session_destroy(State(consul): State<Arc<Consul>>, Path(id): Path<String>) -> Response {
+    consul.write(|data, next| ((), data.invalidate(&id, next)));
+    axum::Json(true).into_response()
+}
+
+async fn session_renew(State(consul): State<Arc<Consul>>, Path(id): Path<String>) -> Response {
+    let data = &mut consul.data.lock().expect("stand-in lock");
+    let index = data.index;
+    let Some(session) = data.sessions.get_mut(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("Session id '{id}' not found"),
+        );
+    };
+    if let Some(ttl) = session.ttl_ms {
+        session.expires_ms = Some(now_ms() + 2 * ttl);
+    }
+    with_index(index, axum::Json(vec![session.render()]).into_response())
+}
+
+async fn session_info(State(consul): State<Arc<Consul>>, Path(id): Path<String>) -> Response {
+    let data = consul.data.lock().expect("stand-in lock");
+    let found: Vec<serde_json::Value> = data
+        .sessions
+        .get(&id)
+        .map(Session::render)
+        .into_iter()
+        .collect();
+    with_index(data.index, axum::Json(found).into_response())
+}
+
+async fn session_list(State(consul): State<Arc<Consul>>) -> Response {
+    let data = consul.data.lock().expect("stand-in lock");
+    let all: Vec<serde_json::Value> = data.sessions.values().map(Session::render).collect();
+    with_index(data.index, axum::Json(all).into_response())
 }
 
 // ---- agent, catalog, health ----

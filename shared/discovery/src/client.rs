@@ -550,3 +550,174 @@ impl Client {
         })
     }
 }
+
+/// What happens to a session's keys when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Behavior {
+    /// Its locks are released (the keys stay).
+    #[default]
+    Release,
+    /// Its locked keys are deleted.
+    Delete,
+}
+
+/// A session to create (`/session/create`).
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub name: String,
+    /// Invalidated when not renewed for this long (Consul: 10 s to 24 h; it may
+    /// take up to twice this to notice). `None`: no TTL.
+    pub ttl: Option<Duration>,
+    /// After the session ends, nobody may take its locks for this long.
+    pub lock_delay: Duration,
+    pub behavior: Behavior,
+    /// Also invalidated when one of these checks goes critical.
+    pub service_checks: Vec<String>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            name: String::new(),
+            ttl: None,
+            lock_delay: Duration::from_secs(15),
+            behavior: Behavior::Release,
+            service_checks: vec![],
+        }
+    }
+}
+
+/// A session as Consul describes it (`/session/info`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SessionInfo {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub node: String,
+    /// In nanoseconds, as Consul reports it.
+    #[serde(default)]
+    pub lock_delay: u64,
+    #[serde(default)]
+    pub behavior: String,
+    #[serde(rename = "TTL", default)]
+    pub ttl: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A Go duration string Consul parses (`"10s"`, `"1500ms"`).
+fn go_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl Client {
+    /// Creates a session; its id.
+    pub async fn session_create(&self, o: &SessionOptions) -> Result<String> {
+        let mut body = serde_json::json!({
+            "Name": o.name,
+            "LockDelay": go_duration(o.lock_delay),
+            "Behavior": match o.behavior { Behavior::Release => "release", Behavior::Delete => "delete" },
+        });
+        if let Some(ttl) = o.ttl {
+            body["TTL"] = serde_json::json!(go_duration(ttl));
+        }
+        if !o.service_checks.is_empty() {
+            body["ServiceChecks"] = serde_json::json!(
+                o.service_checks
+                    .iter()
+                    .map(|c| serde_json::json!({ "ID": c }))
+                    .collect::<Vec<_>>()
+            );
+        }
+        let what = "PUT session/create";
+        let r = self
+            .request(
+                reqwest::Method::PUT,
+                "session/create",
+                &QueryOptions::default(),
+            )
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let (_, _, body) = self.send(what, r).await?;
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "ID")]
+            id: String,
+        }
+        Ok(Self::decode::<Created>(what, &body)?.id)
+    }
+
+    /// Renews a session's TTL; `None` when it no longer exists (it was invalidated).
+    pub async fn session_renew(&self, id: &str) -> Result<Option<SessionInfo>> {
+        let what = format!("PUT session/renew/{id}");
+        let r = self.request(
+            reqwest::Method::PUT,
+            &format!("session/renew/{id}"),
+            &QueryOptions::default(),
+        );
+        let (status, _, body) = self.send(&what, r).await?;
+        if status == 404 {
+            return Ok(None);
+        }
+        Ok(Self::decode::<Option<Vec<SessionInfo>>>(&what, &body)?.and_then(|mut v| v.pop()))
+    }
+
+    /// Ends a session now (its locks are released or keys deleted, lock-delay applies).
+    pub async fn session_destroy(&self, id: &str) -> Result<bool> {
+        let what = format!("PUT session/destroy/{id}");
+        let r = self.request(
+            reqwest::Method::PUT,
+            &format!("session/destroy/{id}"),
+            &QueryOptions::default(),
+        );
+        let (_, _, body) = self.send(&what, r).await?;
+        Self::decode(&what, &body)
+    }
+
+    /// A session, `None` when it does not exist.
+    pub async fn session_info(&self, id: &str) -> Result<Option<SessionInfo>> {
+        let what = format!("GET session/info/{id}");
+        let r = self.request(
+            reqwest::Method::GET,
+            &format!("session/info/{id}"),
+            &QueryOptions::default(),
+        );
+        let (_, _, body) = self.send(&what, r).await?;
+        // Older agents answer `null` for an unknown session, newer ones `[]`.
+        Ok(Self::decode::<Option<Vec<SessionInfo>>>(&what, &body)?.and_then(|mut v| v.pop()))
+    }
+
+    /// Takes `key`'s lock for `session`, writing `value`; false if another holds it
+    /// (or its last holder's lock-delay has not passed).
+    pub async fn lock_acquire(&self, key: &str, session: &str, value: &[u8]) -> Result<bool> {
+        self.kv_put(
+            key,
+            value,
+            &PutOptions {
+                acquire: Some(session.to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Releases `key`'s lock held by `session`; false if it does not hold it.
+    pub async fn lock_release(&self, key: &str, session: &str) -> Result<bool> {
+        self.kv_put(
+            key,
+            b"",
+            &PutOptions {
+                release: Some(session.to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+}

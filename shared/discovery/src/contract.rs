@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{
-    CheckDefinition, Client, ConsulError, PutOptions, QueryOptions, ServiceRegistration,
+    Behavior, CheckDefinition, Client, ConsulError, PutOptions, QueryOptions, ServiceRegistration,
+    SessionOptions,
 };
 
 fn prefix() -> String {
@@ -334,6 +335,247 @@ pub async fn ttl_checks_drive_health(c: &Client) {
     );
 }
 
+fn session(ttl: Option<u64>, lock_delay_ms: u64, behavior: Behavior) -> SessionOptions {
+    SessionOptions {
+        name: "stratus-contract".into(),
+        ttl: ttl.map(Duration::from_secs),
+        lock_delay: Duration::from_millis(lock_delay_ms),
+        behavior,
+        service_checks: vec![],
+    }
+}
+
+async fn holder(c: &Client, key: &str) -> Option<String> {
+    c.kv_get(key, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .and_then(|p| p.session)
+}
+
+/// Sessions: TTL bounds, locks (one holder; re-entrant; plain writes keep
+/// the lock; release only by the holder), destroy with either behaviour,
+/// lock-delay after a session ends, unknown sessions refused.
+pub async fn sessions_and_locks(c: &Client) {
+    for ttl in [5, 86_401] {
+        match c
+            .session_create(&session(Some(ttl), 0, Behavior::Release))
+            .await
+        {
+            Err(ConsulError::Status { status, body, .. }) if status >= 400 => {
+                assert!(body.contains("TTL"), "{body}")
+            }
+            other => panic!("a session TTL of {ttl} s was not refused: {other:?}"),
+        }
+    }
+    let p = prefix();
+    let key = format!("{p}/leader");
+    let s1 = c
+        .session_create(&session(Some(10), 0, Behavior::Release))
+        .await
+        .unwrap();
+    let s2 = c
+        .session_create(&session(Some(10), 0, Behavior::Release))
+        .await
+        .unwrap();
+    let info = c.session_info(&s1).await.unwrap().expect("created");
+    assert_eq!(
+        (
+            info.id.as_str(),
+            info.ttl.as_str(),
+            info.behavior.as_str(),
+            info.lock_delay
+        ),
+        (s1.as_str(), "10s", "release", 0)
+    );
+    assert!(c.lock_acquire(&key, &s1, b"one").await.unwrap());
+    assert!(
+        !c.lock_acquire(&key, &s2, b"two").await.unwrap(),
+        "two holders"
+    );
+    let pair = c
+        .kv_get(&key, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(
+        (
+            pair.session.as_deref(),
+            pair.lock_index,
+            pair.value.as_deref()
+        ),
+        (Some(s1.as_str()), 1, Some(&b"one"[..]))
+    );
+    // The holder may take it again; a plain write does not break the lock.
+    assert!(c.lock_acquire(&key, &s1, b"again").await.unwrap());
+    assert!(
+        c.kv_put(&key, b"plain", &PutOptions::default())
+            .await
+            .unwrap()
+    );
+    let pair = c
+        .kv_get(&key, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(
+        (pair.session.as_deref(), pair.lock_index),
+        (Some(s1.as_str()), 1)
+    );
+    assert!(
+        !c.lock_release(&key, &s2).await.unwrap(),
+        "released by a non-holder"
+    );
+    assert!(c.lock_release(&key, &s1).await.unwrap());
+    assert_eq!(holder(c, &key).await, None);
+    // An explicit release has no lock-delay.
+    assert!(c.lock_acquire(&key, &s2, b"two").await.unwrap());
+    let pair = c
+        .kv_get(&key, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(pair.lock_index, 2);
+    // Destroying a `release` session frees its lock and keeps the key.
+    assert!(c.session_destroy(&s2).await.unwrap());
+    assert_eq!(holder(c, &key).await, None);
+    assert!(
+        c.kv_get(&key, &QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .is_some()
+    );
+    assert_eq!(c.session_info(&s2).await.unwrap(), None);
+    assert_eq!(
+        c.session_renew(&s2).await.unwrap(),
+        None,
+        "renewed a destroyed session"
+    );
+    let renewed = c.session_renew(&s1).await.unwrap().expect("s1 lives");
+    assert_eq!(renewed.id, s1);
+    // A `delete` session's keys go with it.
+    let s3 = c
+        .session_create(&session(Some(10), 0, Behavior::Delete))
+        .await
+        .unwrap();
+    let doomed = format!("{p}/ephemeral");
+    assert!(c.lock_acquire(&doomed, &s3, b"x").await.unwrap());
+    assert!(c.session_destroy(&s3).await.unwrap());
+    assert!(
+        c.kv_get(&doomed, &QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .is_none()
+    );
+    // Lock-delay: after its holder's session ends, nobody takes the lock for a while.
+    let s4 = c
+        .session_create(&session(Some(10), 2_000, Behavior::Release))
+        .await
+        .unwrap();
+    let delayed = format!("{p}/delayed");
+    assert!(c.lock_acquire(&delayed, &s4, b"x").await.unwrap());
+    assert!(c.session_destroy(&s4).await.unwrap());
+    let ended = Instant::now();
+    assert!(
+        !c.lock_acquire(&delayed, &s1, b"y").await.unwrap(),
+        "taken during the lock-delay"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500).saturating_sub(ended.elapsed())).await;
+    assert!(
+        c.lock_acquire(&delayed, &s1, b"y").await.unwrap(),
+        "still refused after the lock-delay"
+    );
+    // An unknown session cannot lock.
+    match c
+        .lock_acquire(&key, "00000000-0000-0000-0000-000000000000", b"z")
+        .await
+    {
+        Err(ConsulError::Status {
+            status: 500, body, ..
+        }) => {
+            assert!(body.contains("invalid session"), "{body}")
+        }
+        other => panic!("an unknown session locked: {other:?}"),
+    }
+    assert!(c.session_destroy(&s1).await.unwrap());
+    c.kv_delete(&p, true, None).await.unwrap();
+}
+
+/// A holder that stops renewing (it died) loses its lock within twice the
+/// session TTL (plus its lock-delay, 0 here), and not before the TTL; a
+/// holder that renews keeps its lock all along. Seen by a blocking query.
+pub async fn a_dead_holders_lock_lapses(c: &Client) {
+    let ttl = Duration::from_secs(10);
+    let p = prefix();
+    let (dead_key, live_key) = (format!("{p}/dead"), format!("{p}/live"));
+    let dead = c
+        .session_create(&session(Some(10), 0, Behavior::Release))
+        .await
+        .unwrap();
+    let live = c
+        .session_create(&session(Some(10), 0, Behavior::Release))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(c.lock_acquire(&dead_key, &dead, b"dead").await.unwrap());
+    assert!(c.lock_acquire(&live_key, &live, b"live").await.unwrap());
+    let renewing = {
+        let (c, live) = (c.clone(), live.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                assert!(
+                    c.session_renew(&live).await.unwrap().is_some(),
+                    "the renewed session ended"
+                );
+            }
+        })
+    };
+    let mut seen = c.kv_get(&dead_key, &QueryOptions::default()).await.unwrap();
+    while seen
+        .value
+        .as_ref()
+        .and_then(|p| p.session.clone())
+        .is_some()
+        && started.elapsed() < 3 * ttl
+    {
+        seen = c
+            .kv_get(
+                &dead_key,
+                &QueryOptions {
+                    index: Some(seen.index),
+                    wait: Some(Duration::from_secs(5)),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let lapsed = started.elapsed();
+    assert_eq!(
+        seen.value.and_then(|p| p.session),
+        None,
+        "the dead holder kept its lock"
+    );
+    assert!(lapsed >= ttl, "the lock lapsed before the TTL: {lapsed:?}");
+    assert!(
+        lapsed <= 2 * ttl + Duration::from_secs(2),
+        "the lock lapsed late: {lapsed:?}"
+    );
+    assert_eq!(
+        holder(c, &live_key).await.as_deref(),
+        Some(live.as_str()),
+        "the renewing holder lost its lock"
+    );
+    renewing.abort();
+    assert!(c.session_destroy(&live).await.unwrap());
+    c.kv_delete(&p, true, None).await.unwrap();
+}
+
 /// An unreachable agent is a clear, transient error, never a hang.
 pub async fn unreachable_is_a_clear_transient_error() {
     let c = Client::new("127.0.0.1:1", None);
@@ -354,5 +596,7 @@ pub async fn run_all(c: &Client) {
     kv_list_and_delete_tree(c).await;
     kv_blocking_queries(c).await;
     ttl_checks_drive_health(c).await;
+    sessions_and_locks(c).await;
+    a_dead_holders_lock_lapses(c).await;
     unreachable_is_a_clear_transient_error().await;
 }

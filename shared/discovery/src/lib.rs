@@ -8,13 +8,14 @@
 //! delete), agent service registration with TTL checks and check
 //! pass/warn/fail, `catalog/services`, `health/service` (`?passing`), all
 //! with blocking queries (`index`, `wait`, `X-Consul-Index`, an HTTP timeout
-//! longer than `wait` plus Consul's jitter), and the `X-Consul-Token` header.
-//! Sessions and locks come next.
+//! longer than `wait` plus Consul's jitter), the `X-Consul-Token` header,
+//! and sessions (create with TTL, lock-delay and behaviour; renew, destroy,
+//! info) with the locks they hold (`lock_acquire`, `lock_release`).
 
 pub mod client;
 pub mod contract;
 
 pub use client::{
-    AgentService, CheckDefinition, Client, ConsulError, HealthCheck, KvPair, PutOptions,
-    QueryOptions, Response, ServiceEntry, ServiceRegistration,
+    AgentService, Behavior, CheckDefinition, Client, ConsulError, HealthCheck, KvPair, PutOptions,
+    QueryOptions, Response, ServiceEntry, ServiceRegistration, SessionInfo, SessionOptions,
 };
