@@ -228,7 +228,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             let addr = listener.local_addr()?.to_string();
             let consul = crate::consul::Consul::open(Some(config.home.clone()))?;
             tokio::spawn(crate::consul::serve(listener, consul));
-            tracing::warn!(consul = %addr, "serving a development stand-in for Consul (CONSUL_HTTP_ADDR is not set): KV only so far, one node, no ACLs");
+            tracing::warn!(consul = %addr, "serving a development stand-in for Consul (CONSUL_HTTP_ADDR is not set): KV, sessions, services and health checks; one node, no ACLs");
             config.consul_http_addr = Some(addr.clone());
             Some(addr)
         }

@@ -78,6 +78,7 @@ impl Api {
 
     /// Answers one request; every failure is a CloudStack error envelope.
     pub async fn handle(&self, req: &Request) -> Response {
+        self.settings.refresh().await;
         let is_form = req.method.eq_ignore_ascii_case("POST")
             && req
                 .content_type

@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use lambda_http::{Body, Error, Request, RequestExt, Response, service_fn};
 use stratus_contracts::config::Config;
-use stratus_contracts::settings::Defaults;
+use stratus_contracts::settings::{Defaults, SettingsSource};
+use stratus_discovery::settings::ConsulSettings;
 use stratus_fn_api::Api;
 use stratus_messaging::publisher::Publisher;
 use stratus_store::Store;
 use tracing::Instrument;
+
+/// How stale the API's settings may be before an invocation re-reads them.
+const SETTINGS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3);
 
 // One event at a time, as Lambda hands them over: a current-thread runtime
 // saves a cross-thread wake-up per I/O (measured in `stratus-bench api`).
@@ -20,11 +24,18 @@ async fn main() -> Result<(), Error> {
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
     let topology = Arc::new(stratus_messaging::broker::topology(&config)?);
     let publisher = Arc::new(Publisher::new(config, topology, "stratus-fn-api"));
-    let api = Arc::new(Api::new(
-        store,
-        Some(publisher),
-        Arc::new(Defaults::default()),
-    ));
+    // Settings from Consul's KV, re-read when older than a few seconds (at the
+    // start of an invocation: a frozen function runs no background watch).
+    let settings: Arc<dyn SettingsSource> = match stratus_discovery::Client::from_env() {
+        Some(consul) => ConsulSettings::new(consul, SETTINGS_MAX_AGE),
+        None => {
+            tracing::warn!(
+                "CONSUL_HTTP_ADDR is not set: the API serves default settings and refuses updateConfiguration"
+            );
+            Arc::new(Defaults::default())
+        }
+    };
+    let api = Arc::new(Api::new(store, Some(publisher), settings));
     lambda_http::run(service_fn(move |req: Request| {
         let api = api.clone();
         async move {

@@ -1,6 +1,10 @@
 //! CloudStack's global settings (`listConfigurations`, `updateConfiguration`):
-//! one typed registry, read through [`SettingsSource`]. The first source is
-//! [`Defaults`] (each setting's default); the Consul issue adds the KV store.
+//! one typed registry, read through [`SettingsSource`]. [`Defaults`] answers
+//! each setting's default (tests, tools); the running platform's source is
+//! Consul's KV (`stratus_discovery::settings`), under [`KV_PREFIX`].
+
+use std::future::Future;
+use std::pin::Pin;
 
 use std::collections::BTreeMap;
 
@@ -9,6 +13,7 @@ use std::collections::BTreeMap;
 pub enum Kind {
     Boolean,
     Integer,
+    Float,
     String,
 }
 
@@ -17,6 +22,7 @@ impl Kind {
         match self {
             Kind::Boolean => "Boolean",
             Kind::Integer => "Integer",
+            Kind::Float => "Float",
             Kind::String => "String",
         }
     }
@@ -27,6 +33,7 @@ impl Kind {
 pub enum Scope {
     Global,
     Zone,
+    Cluster,
     Account,
     Domain,
 }
@@ -36,9 +43,29 @@ impl Scope {
         match self {
             Scope::Global => "global",
             Scope::Zone => "zone",
+            Scope::Cluster => "cluster",
             Scope::Account => "account",
             Scope::Domain => "domain",
         }
+    }
+}
+
+/// Where settings live in Consul's KV: `<prefix>global/<name>` and
+/// `<prefix><scope>/<id>/<name>` for a zone's, cluster's, account's or domain's value.
+pub const KV_PREFIX: &str = "stratus/config/";
+
+/// A value set for one zone, cluster, account or domain (by its id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeId {
+    pub scope: Scope,
+    pub id: String,
+}
+
+/// The KV key of a setting's value, globally or for one scope.
+pub fn kv_key(setting: &str, at: Option<&ScopeId>) -> String {
+    match at {
+        None => format!("{KV_PREFIX}global/{setting}"),
+        Some(s) => format!("{KV_PREFIX}{}/{}/{setting}", s.scope.name(), s.id),
     }
 }
 
@@ -66,7 +93,8 @@ pub const REGISTRY: &[Setting] = &[
         default: "500",
         scope: Scope::Global,
         category: "Advanced",
-        dynamic: false,
+        // Dynamic here (CloudStack needs a restart): every function re-reads it.
+        dynamic: true,
         description: "Default page size for API list* commands",
         min: Some(1),
         one_of: &[],
@@ -115,53 +143,155 @@ pub const REGISTRY: &[Setting] = &[
         min: Some(60),
         one_of: &[],
     },
+    Setting {
+        name: "cpu.overprovisioning.factor",
+        kind: Kind::Float,
+        default: "1.0",
+        scope: Scope::Cluster,
+        category: "Advanced",
+        dynamic: true,
+        description: "Used for CPU overprovisioning calculation; available CPU will be (actualCpuCapacity * cpu.overprovisioning.factor)",
+        min: None,
+        one_of: &[],
+    },
+    Setting {
+        name: "mem.overprovisioning.factor",
+        kind: Kind::Float,
+        default: "1.0",
+        scope: Scope::Cluster,
+        category: "Advanced",
+        dynamic: true,
+        description: "Used for memory overprovisioning calculation",
+        min: None,
+        one_of: &[],
+    },
+    Setting {
+        name: "ping.interval",
+        kind: Kind::Integer,
+        default: "60",
+        scope: Scope::Global,
+        category: "Advanced",
+        // Dynamic here: agents and the fabric monitor watch it.
+        dynamic: true,
+        description: "Interval to send application level pings to make sure the connection is still working",
+        min: Some(1),
+        one_of: &[],
+    },
+    Setting {
+        name: "ping.timeout",
+        kind: Kind::Float,
+        default: "2.5",
+        scope: Scope::Global,
+        category: "Advanced",
+        dynamic: true,
+        description: "Multiplier to ping.interval before announcing an agent has timed out",
+        min: None,
+        one_of: &[],
+    },
 ];
+
+/// The overprovisioning factors: floats that must be greater than 0.
+const OVERPROVISIONING: &[&str] = &["cpu.overprovisioning.factor", "mem.overprovisioning.factor"];
 
 pub fn find(name: &str) -> Option<&'static Setting> {
     REGISTRY.iter().find(|s| s.name == name)
 }
 
-/// Why a value is refused.
+/// Why `updateConfiguration` refuses a change: CloudStack's texts
+/// (`ConfigurationManagerImpl`), each answered with 431.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
-    #[error("Invalid config parameter name {0}")]
+    #[error("Config parameter with name {0} doesn't exist")]
     Unknown(String),
-    #[error("Please enter a valid value for {name}: {why}")]
-    Value { name: String, why: String },
+    #[error("Invalid scope id provided for the parameter {0}")]
+    Scope(String),
+    #[error("{0}")]
+    Value(String),
 }
 
 impl Setting {
     /// Checks `value` against the setting's type and bounds.
     pub fn validate(&self, value: &str) -> Result<(), Invalid> {
-        let bad = |why: &str| Invalid::Value {
-            name: self.name.to_string(),
-            why: why.to_string(),
-        };
+        let name = self.name;
+        let value = value.trim();
+        let bad = |text: String| Err(Invalid::Value(text));
         match self.kind {
-            Kind::Boolean if !matches!(value.to_ascii_lowercase().as_str(), "true" | "false") => {
-                Err(bad("true or false"))
-            }
-            Kind::String if !self.one_of.is_empty() && !self.one_of.contains(&value) => {
-                Err(bad(&format!("one of {}", self.one_of.join(", "))))
-            }
-            Kind::Integer => {
-                let n: i64 = value.parse().map_err(|_| bad("an integer"))?;
-                match self.min {
-                    Some(min) if n < min => Err(bad(&format!("at least {min}"))),
-                    _ => Ok(()),
+            Kind::Boolean => {
+                if value != "true" && value != "false" {
+                    return bad("Please enter either 'true' or 'false'.".into());
                 }
             }
-            _ => Ok(()),
+            Kind::Integer => {
+                let Ok(n) = value.parse::<i32>() else {
+                    return bad(format!(
+                        "There was error in trying to parse value: {value}. Please enter a valid integer value for parameter {name}"
+                    ));
+                };
+                if let Some(min) = self.min
+                    && i64::from(n) < min
+                {
+                    return bad(if min == 1 {
+                        format!(
+                            "Please enter a positive value for the configuration parameter:{name}"
+                        )
+                    } else {
+                        format!(
+                            "The provided value is not valid for this configuration. Please enter an integer in the range: [{min}-{}]",
+                            i32::MAX
+                        )
+                    });
+                }
+            }
+            Kind::Float => {
+                let Ok(f) = value.parse::<f32>() else {
+                    return bad(format!(
+                        "There was error in trying to parse value: {value}. Please enter a valid float value for parameter {name}"
+                    ));
+                };
+                if !f.is_finite() || (OVERPROVISIONING.contains(&name) && f <= 0.0) {
+                    return bad(format!("{name} should be greater than 0"));
+                }
+            }
+            Kind::String => {
+                if !self.one_of.is_empty()
+                    && !self.one_of.iter().any(|o| o.eq_ignore_ascii_case(value))
+                {
+                    return bad(format!(
+                        "The provided value is not a valid value for this configuration (Options are: [{}]).",
+                        self.one_of.join(",")
+                    ));
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Whether a value may be set for this scope (global always may).
+    pub fn allows(&self, scope: Scope) -> bool {
+        scope == Scope::Global || scope == self.scope
     }
 }
 
+/// A boxed future, for the async half of [`SettingsSource`].
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Where setting values come from.
 pub trait SettingsSource: Send + Sync {
-    /// The value of a registered setting: an override if one is set, else its default.
+    /// The global value of a registered setting: an override if one is set, else its default.
     fn value(&self, setting: &'static Setting) -> String;
 
+    /// The value for one zone, cluster, account or domain: its own if set, else the global one.
+    fn value_in(&self, setting: &'static Setting, _at: &ScopeId) -> String {
+        self.value(setting)
+    }
+
     fn integer(&self, setting: &'static Setting) -> i64 {
+        self.value(setting)
+            .parse()
+            .unwrap_or_else(|_| setting.default.parse().unwrap_or_default())
+    }
+
+    fn float(&self, setting: &'static Setting) -> f64 {
         self.value(setting)
             .parse()
             .unwrap_or_else(|_| setting.default.parse().unwrap_or_default())
@@ -170,6 +300,20 @@ pub trait SettingsSource: Send + Sync {
     fn boolean(&self, setting: &'static Setting) -> bool {
         self.value(setting).eq_ignore_ascii_case("true")
     }
+
+    /// Re-reads the values when what is cached is older than the source
+    /// allows (functions call this at the start of each invocation).
+    fn refresh(&self) -> Pending<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Stores a new value (already validated), globally or for one scope.
+    fn update<'a>(
+        &'a self,
+        setting: &'static Setting,
+        at: Option<&'a ScopeId>,
+        value: &'a str,
+    ) -> Pending<'a, Result<(), String>>;
 }
 
 /// Defaults only, and fixed overrides (for tests and one-off tools).
@@ -184,6 +328,20 @@ impl SettingsSource for Defaults {
             .get(setting.name)
             .cloned()
             .unwrap_or_else(|| setting.default.to_string())
+    }
+
+    fn update<'a>(
+        &'a self,
+        setting: &'static Setting,
+        _at: Option<&'a ScopeId>,
+        _value: &'a str,
+    ) -> Pending<'a, Result<(), String>> {
+        let name = setting.name;
+        Box::pin(async move {
+            Err(format!(
+                "{name} cannot be changed: this process reads the defaults only (no Consul)"
+            ))
+        })
     }
 }
 
@@ -209,6 +367,18 @@ pub mod names {
     pub fn sessionkey_check_locations() -> &'static Setting {
         get("api.sessionkey.check.locations")
     }
+    pub fn cpu_overprovisioning() -> &'static Setting {
+        get("cpu.overprovisioning.factor")
+    }
+    pub fn mem_overprovisioning() -> &'static Setting {
+        get("mem.overprovisioning.factor")
+    }
+    pub fn ping_interval() -> &'static Setting {
+        get("ping.interval")
+    }
+    pub fn ping_timeout() -> &'static Setting {
+        get("ping.timeout")
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +397,10 @@ mod tests {
         names::enforce_post_and_timestamps();
         names::session_timeout();
         names::sessionkey_check_locations();
+        names::cpu_overprovisioning();
+        names::mem_overprovisioning();
+        names::ping_interval();
+        names::ping_timeout();
     }
 
     #[test]
@@ -239,6 +413,34 @@ mod tests {
         let locations = names::sessionkey_check_locations();
         assert!(locations.validate("ParameterOnly").is_ok());
         assert!(locations.validate("Nowhere").is_err());
+        let factor = names::cpu_overprovisioning();
+        assert!(factor.validate("2.5").is_ok());
+        assert_eq!(
+            factor.validate("0"),
+            Err(Invalid::Value(
+                "cpu.overprovisioning.factor should be greater than 0".into()
+            ))
+        );
+        assert_eq!(
+            page.validate("many"),
+            Err(Invalid::Value("There was error in trying to parse value: many. Please enter a valid integer value for parameter default.page.size".into()))
+        );
+        assert!(factor.allows(Scope::Cluster) && factor.allows(Scope::Global));
+        assert!(!page.allows(Scope::Cluster));
+        assert_eq!(
+            kv_key("ping.interval", None),
+            "stratus/config/global/ping.interval"
+        );
+        assert_eq!(
+            kv_key(
+                "cpu.overprovisioning.factor",
+                Some(&ScopeId {
+                    scope: Scope::Cluster,
+                    id: "c1".into()
+                })
+            ),
+            "stratus/config/cluster/c1/cpu.overprovisioning.factor"
+        );
     }
 
     #[test]

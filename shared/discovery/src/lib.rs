@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod contract;
+pub mod settings;
 
 pub use client::{
     AgentService, Behavior, CheckDefinition, Client, ConsulError, HealthCheck, KvPair, PutOptions,

@@ -1,6 +1,7 @@
 //! The registered commands and the list machinery they share.
 
 mod accounts;
+mod configuration;
 mod reads;
 
 use futures::FutureExt;
@@ -68,6 +69,7 @@ pub fn registry() -> Registry {
     ];
     commands.extend(accounts::commands());
     commands.extend(reads::commands());
+    commands.extend(configuration::commands());
     Registry::new(commands)
 }
 

@@ -4,7 +4,6 @@
 use futures::FutureExt;
 use serde_json::{Value, json};
 use stratus_cloudstack::{ApiError, Params, envelope};
-use stratus_contracts::settings;
 use stratus_model::samples::{Fixture, Sample};
 use stratus_model::*;
 use stratus_store::Index;
@@ -386,18 +385,6 @@ pub fn commands() -> Vec<Command> {
             "job",
             views::async_job(&AsyncJob::sample(&f)),
             |c, p| query_async_job(c, p).boxed(),
-        ),
-        list_command(
-            "listConfigurations",
-            "Lists all configurations.",
-            ROOT,
-            &[
-                param("name", Kind::String, "lists configuration by name"),
-                param("category", Kind::String, "lists configurations by category"),
-            ],
-            "configuration",
-            configuration(&settings::REGISTRY[0], "500"),
-            |c, p| list_configurations(c, p).boxed(),
         ),
         list_command(
             "listCapacity",
@@ -805,31 +792,6 @@ async fn query_async_job(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         )));
     }
     Ok(views::async_job(&job))
-}
-
-fn configuration(s: &settings::Setting, value: &str) -> Value {
-    json!({
-        "name": s.name,
-        "value": value,
-        "defaultvalue": s.default,
-        "category": s.category,
-        "scope": s.scope.name(),
-        "isdynamic": s.dynamic,
-        "description": s.description,
-        "type": s.kind.name(),
-    })
-}
-
-async fn list_configurations(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
-    let keyword = p.get("keyword").map(str::to_lowercase);
-    let items: Vec<Value> = settings::REGISTRY
-        .iter()
-        .filter(|s| eq_param(p, "name", s.name) && eq_param(p, "category", s.category))
-        .filter(|s| keyword.as_ref().is_none_or(|k| s.name.contains(k.as_str())))
-        .map(|s| configuration(s, &ctx.settings.value(s)))
-        .collect();
-    let n = items.len() as u64;
-    Ok(envelope::list("configuration", n, items))
 }
 
 async fn list_capacity(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
