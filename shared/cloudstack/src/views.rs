@@ -349,6 +349,17 @@ pub fn event(e: &Event) -> Value {
     })
 }
 
+/// `listAlerts`.
+pub fn alert(a: &Alert) -> Value {
+    json!({
+        "id": a.id.to_string(),
+        "type": a.alert_type,
+        "name": a.name,
+        "description": a.subject,
+        "sent": date::format(a.sent),
+    })
+}
+
 /// `queryAsyncJobResult` and `listAsyncJobs`: `jobresult` only once the job has ended.
 pub fn async_job(j: &AsyncJob) -> Value {
     let ended = j.status != JobStatus::Pending;

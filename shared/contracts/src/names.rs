@@ -102,3 +102,9 @@ mod tests {
         assert_eq!(delay_queue("5s"), "stratus.delay.5s");
     }
 }
+
+/// The Consul service every host agent registers (one instance per host,
+/// `Meta.host` = the host's name).
+pub const AGENT_SERVICE: &str = "stratus-agent";
+/// The Consul KV key whose session lock makes one fabric monitor the sweeper.
+pub const FABRIC_MONITOR_LOCK: &str = "stratus/locks/fabric-monitor";

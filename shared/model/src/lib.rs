@@ -94,6 +94,7 @@ pub const KINDS: &[&str] = &[
     Tag::KIND,
     AsyncJob::KIND,
     Event::KIND,
+    Alert::KIND,
     Saga::KIND,
     OutboxMessage::KIND,
     Handled::KIND,

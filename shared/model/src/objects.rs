@@ -785,6 +785,21 @@ object!(Event, "event", |e| Keys::default()
     .account(e.account_id)
     .state(&e.level));
 
+/// An alert to operators (`listAlerts`), as CloudStack raises them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: Id<Alert>,
+    /// CloudStack's alert type number, e.g. 7 for a host.
+    pub alert_type: u16,
+    /// The alert type's name, e.g. `ALERT.HOST`.
+    pub name: String,
+    pub subject: String,
+    pub zone_id: Id<Zone>,
+    pub pod_id: Option<Id<Pod>>,
+    pub sent: DateTime<Utc>,
+}
+object!(Alert, "alert", |a| Keys::default().zone(a.zone_id));
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SagaStatus {

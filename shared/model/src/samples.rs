@@ -426,6 +426,19 @@ impl Sample for Event {
         }
     }
 }
+impl Sample for Alert {
+    fn sample(f: &Fixture) -> Self {
+        Alert {
+            id: Id::new(),
+            alert_type: 7,
+            name: "ALERT.HOST".into(),
+            subject: "Host is down, name: SimHost-c0-h0".into(),
+            zone_id: f.zone,
+            pod_id: None,
+            sent: Utc::now(),
+        }
+    }
+}
 impl Sample for Saga {
     fn sample(_f: &Fixture) -> Self {
         Saga {

@@ -344,6 +344,18 @@ pub fn commands() -> Vec<Command> {
             |c, p| list_tags(c, p).boxed(),
         ),
         list_command(
+            "listAlerts",
+            "Lists all alerts.",
+            ROOT,
+            &[
+                param("type", Kind::String, "list by alert type"),
+                param("name", Kind::String, "list by alert name"),
+            ],
+            "alert",
+            views::alert(&Alert::sample(&f)),
+            |c, p| list_alerts(c, p).boxed(),
+        ),
+        list_command(
             "listEvents",
             "A command to list events.",
             ALL,
@@ -734,6 +746,20 @@ async fn list_tags(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
                 && p.get("value").is_none_or(|v| v == t.value)
         },
         views::tag,
+    )
+    .await
+}
+
+async fn list_alerts(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let narrows = p.has("type") || p.has("name");
+    list::<Alert>(
+        ctx,
+        p,
+        Index::All,
+        "alert",
+        narrows,
+        |a| eq_param(p, "type", &a.alert_type.to_string()) && eq_param(p, "name", &a.name),
+        views::alert,
     )
     .await
 }

@@ -1,0 +1,40 @@
+//! `stratus-fn-fabric-monitor`: fabric monitoring under `lambda_runtime`,
+//! run by a schedule (every second locally).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+use stratus_contracts::config::Config;
+use stratus_discovery::settings::ConsulSettings;
+use stratus_fn_fabric_monitor::Monitor;
+use stratus_store::Store;
+use tracing::Instrument;
+
+// One event at a time, as Lambda hands them over.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    stratus_messaging::logging::init();
+    let config = Config::from_env()?;
+    let consul = stratus_discovery::Client::from_env()
+        .ok_or("CONSUL_HTTP_ADDR is not set: fabric monitoring needs Consul")?;
+    let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
+    let settings = ConsulSettings::new(consul.clone(), Duration::from_secs(3));
+    let holder = format!(
+        "{}/{}",
+        std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_default(),
+        std::process::id()
+    );
+    let monitor = Arc::new(Monitor::new(store, consul, settings, holder));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let monitor = monitor.clone();
+        let span = tracing::info_span!("fabric-monitor", request_id = %event.context.request_id);
+        async move {
+            let sweep = monitor.tick(chrono::Utc::now()).await?;
+            Ok::<Value, lambda_runtime::Error>(serde_json::to_value(sweep)?)
+        }
+        .instrument(span)
+    }))
+    .await
+}
