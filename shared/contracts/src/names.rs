@@ -69,6 +69,12 @@ fn is_kebab_word(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// The Consul service every host agent registers (one instance per host,
+/// `Meta.host` = the host's name).
+pub const AGENT_SERVICE: &str = "stratus-agent";
+/// The Consul KV key whose session lock makes one fabric monitor the sweeper.
+pub const FABRIC_MONITOR_LOCK: &str = "stratus/locks/fabric-monitor";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,9 +108,3 @@ mod tests {
         assert_eq!(delay_queue("5s"), "stratus.delay.5s");
     }
 }
-
-/// The Consul service every host agent registers (one instance per host,
-/// `Meta.host` = the host's name).
-pub const AGENT_SERVICE: &str = "stratus-agent";
-/// The Consul KV key whose session lock makes one fabric monitor the sweeper.
-pub const FABRIC_MONITOR_LOCK: &str = "stratus/locks/fabric-monitor";
