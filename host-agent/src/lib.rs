@@ -64,7 +64,10 @@ impl Heartbeat {
         loop {
             let interval = self.interval();
             let now = tokio::time::Instant::now();
-            if registered == Some(interval) && now < next_beat {
+            // A new interval re-registers at once; anything else waits its turn
+            // (a failed registration included: that is the backoff).
+            let interval_changed = registered.is_some_and(|r| r != interval);
+            if now < next_beat && !interval_changed {
                 tokio::time::sleep_until(next_beat.min(now + Duration::from_secs(1))).await;
                 continue;
             }

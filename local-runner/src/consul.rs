@@ -1041,6 +1041,16 @@ fn node() -> serde_json::Value {
     })
 }
 
+/// A service's tagged addresses as an agent fills them in: its own address,
+/// on the LAN and the WAN, when it has one.
+fn tagged_addresses(s: &Service) -> serde_json::Value {
+    if s.address.is_empty() {
+        return json!({});
+    }
+    let at = json!({ "Address": s.address, "Port": s.port });
+    json!({ "lan_ipv4": at, "wan_ipv4": at })
+}
+
 async fn catalog_services(
     State(consul): State<Arc<Consul>>,
     Query(q): Query<CatalogQuery>,
@@ -1077,7 +1087,9 @@ async fn catalog_service(
                 "TaggedAddresses": n["TaggedAddresses"], "NodeMeta": {},
                 "ServiceKind": "", "ServiceID": s.id, "ServiceName": s.name, "ServiceTags": s.tags,
                 "ServiceAddress": s.address, "ServicePort": s.port, "ServiceMeta": s.meta,
+                "ServiceTaggedAddresses": tagged_addresses(s),
                 "ServiceWeights": { "Passing": 1, "Warning": 1 }, "ServiceEnableTagOverride": false,
+                "ServiceProxy": { "MeshGateway": {}, "Expose": {} }, "ServiceConnect": {},
                 "CreateIndex": s.create_index, "ModifyIndex": s.modify_index,
             })
         })
@@ -1118,7 +1130,7 @@ async fn health_service(
                 "Node": node(),
                 "Service": {
                     "ID": s.id, "Service": s.name, "Tags": s.tags, "Address": s.address, "Port": s.port,
-                    "Meta": s.meta, "Weights": { "Passing": 1, "Warning": 1 }, "EnableTagOverride": false,
+                    "TaggedAddresses": tagged_addresses(s), "Meta": s.meta, "Weights": { "Passing": 1, "Warning": 1 }, "EnableTagOverride": false,
                     "CreateIndex": s.create_index, "ModifyIndex": s.modify_index,
                 },
                 "Checks": rendered,

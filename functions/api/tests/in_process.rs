@@ -779,3 +779,57 @@ async fn the_api_honours_its_settings() {
     let (status, answer) = send(&w.api, "POST", "", body.as_bytes()).await;
     assert_eq!(status, 200, "{answer}");
 }
+
+/// Consul unreachable: reads answer from the defaults, a valid change is a
+/// clear 530 naming Consul (nothing half-written), a bad value is still 431.
+#[tokio::test]
+async fn settings_without_a_reachable_consul() {
+    let mut w = world().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    w.api.settings = stratus_discovery::settings::ConsulSettings::new(
+        stratus_discovery::Client::new(&dead.to_string(), None),
+        std::time::Duration::from_secs(3),
+    );
+    let (status, body) = call(
+        &w.api,
+        &w.admin,
+        &[
+            ("command", "listConfigurations"),
+            ("name", "default.page.size"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(inner(&body)["configuration"][0]["value"], "500");
+    let (status, body) = call(
+        &w.api,
+        &w.admin,
+        &[
+            ("command", "updateConfiguration"),
+            ("name", "default.page.size"),
+            ("value", "100"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 530, "{body}");
+    let text = inner(&body)["errortext"].as_str().unwrap();
+    assert!(
+        text.starts_with("Unable to update configuration parameter default.page.size: Consul at")
+            && text.contains("is unreachable"),
+        "{text}"
+    );
+    let (status, _) = call(
+        &w.api,
+        &w.admin,
+        &[
+            ("command", "updateConfiguration"),
+            ("name", "default.page.size"),
+            ("value", "-5"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 431);
+}
