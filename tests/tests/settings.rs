@@ -97,6 +97,11 @@ async fn overprovisioning_factors_are_set_per_cluster() {
     let clusters = p.cs(&["listClusters"]).unwrap();
     let c0 = clusters["cluster"][0]["id"].as_str().unwrap().to_string();
     let c1 = clusters["cluster"][1]["id"].as_str().unwrap().to_string();
+    let cpu_total = || {
+        let capacity = p.cs(&["listCapacity", "type=1"]).unwrap();
+        capacity["capacity"][0]["capacitytotal"].as_u64().unwrap()
+    };
+    let before = cpu_total();
     let set = p
         .cs(&[
             "updateConfiguration",
@@ -125,11 +130,28 @@ async fn overprovisioning_factors_are_set_per_cluster() {
             .unwrap()
             .to_string()
     };
-    assert_eq!(value_in(&c0), "4.0");
+    // Other API instances see the change within their settings' age (3 s).
+    let started = Instant::now();
+    while value_in(&c0) != "4.0" || cpu_total() != before + 3 * 2 * 8 * 2400 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the cluster's factor never showed: {} / {}",
+            value_in(&c0),
+            cpu_total()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     assert_eq!(
         value_in(&c1),
         "1.0",
         "another cluster keeps the global value"
+    );
+    // The zone's CPU capacity counts that cluster's hosts four times (C0: two
+    // hosts of 8 x 2400 MHz; C1 unchanged).
+    assert_eq!(
+        cpu_total(),
+        before + 3 * 2 * 8 * 2400,
+        "capacity before: {before}"
     );
     let global = p
         .cs(&["listConfigurations", "name=cpu.overprovisioning.factor"])

@@ -4,6 +4,7 @@
 use futures::FutureExt;
 use serde_json::{Value, json};
 use stratus_cloudstack::{ApiError, Params, envelope};
+use stratus_contracts::settings::{Scope, ScopeId, names};
 use stratus_model::samples::{Fixture, Sample};
 use stratus_model::*;
 use stratus_store::Index;
@@ -836,10 +837,28 @@ async fn list_capacity(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         let hosts = super::walk::<Host>(ctx, &index).await?;
         let pools = super::walk::<StoragePool>(ctx, &index).await?;
         let sum = |f: &dyn Fn(&Host) -> u64| hosts.iter().map(f).sum::<u64>();
-        let (mem, mem_total) = (sum(&|h| h.memory_allocated), sum(&|h| h.memory_total));
+        // Totals as CloudStack reports them: each host's capacity times its
+        // cluster's overprovisioning factor.
+        let factor = |h: &Host, setting| {
+            let at = ScopeId {
+                scope: Scope::Cluster,
+                id: h.cluster_id.to_string(),
+            };
+            ctx.settings
+                .value_in(setting, &at)
+                .parse::<f64>()
+                .unwrap_or(1.0)
+        };
+        let (mem, mem_total) = (
+            sum(&|h| h.memory_allocated),
+            sum(&|h| (h.memory_total as f64 * factor(h, names::mem_overprovisioning())) as u64),
+        );
         let (cpu, cpu_total) = (
             sum(&|h| h.cpu_allocated),
-            sum(&|h| h.cpu_number as u64 * h.cpu_speed as u64),
+            sum(&|h| {
+                ((h.cpu_number as u64 * h.cpu_speed as u64) as f64
+                    * factor(h, names::cpu_overprovisioning())) as u64
+            }),
         );
         let disk: u64 = pools.iter().map(|s| s.disk_size_allocated).sum();
         let disk_total: u64 = pools.iter().map(|s| s.disk_size_total).sum();
