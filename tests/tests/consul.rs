@@ -340,6 +340,51 @@ async fn an_agent_outlives_an_unreachable_consul() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    // Consul forgets it (as a restarted agent without its data would): the
+    // next heartbeat gets 404 and the agent registers again. A short
+    // ping.interval makes the heartbeats frequent.
+    assert!(
+        c.kv_put(
+            "stratus/config/global/ping.interval",
+            b"3",
+            &PutOptions::default()
+        )
+        .await
+        .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    c.deregister_service("stratus-agent-SimHost-x")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let passing = c
+            .health_service("stratus-agent", true, &QueryOptions::default())
+            .await
+            .unwrap()
+            .value;
+        if passing
+            .iter()
+            .any(|e| e.service.id == "stratus-agent-SimHost-x")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the agent never registered again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let log = std::fs::read_to_string(&log).unwrap()
+        + &std::fs::read_to_string(dir.join("agent.err")).unwrap();
+    assert!(
+        log.contains("Consul does not know our check; registering again"),
+        "{log}"
+    );
+    assert!(
+        log.contains("\"ttl_s\":3"),
+        "the new ping.interval was not taken: {log}"
+    );
     let _ = agent.kill();
     let _ = agent.wait();
 }

@@ -103,7 +103,10 @@ async fn a_host_whose_agent_stops_goes_alert_then_down_and_comes_back_up() {
     // Not before the check's TTL (2 s) lapsed; the agent had passed it at most
     // a third of that before it froze. (`lastpinged` is kept to one ping
     // interval, as CloudStack keeps it, so Down may follow Alert closely.)
-    assert!(took >= Duration::from_millis(1300), "down after only {took:?}");
+    assert!(
+        took >= Duration::from_millis(1300),
+        "down after only {took:?}"
+    );
     // The others were never touched.
     assert_eq!(host_state(&p, "SimHost-c1-h0").await, "Up");
 
