@@ -278,6 +278,26 @@ async fn the_stand_ins_answers_have_consuls_documented_shapes() {
     assert_eq!(found.len(), 2, "{found:?}");
 }
 
+/// Waits until the `stratus-agent` instance `id` is passing.
+async fn passing_within(c: &Client, id: &str, seconds: u64, failure: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let passing = c
+            .health_service("stratus-agent", true, &QueryOptions::default())
+            .await
+            .unwrap()
+            .value;
+        if passing.iter().any(|e| e.service.id == id) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(seconds),
+            "{failure}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// A process started while Consul is down keeps running, says why in its log,
 /// retries with backoff, and registers once Consul is there.
 #[tokio::test(flavor = "multi_thread")]
@@ -321,25 +341,13 @@ async fn an_agent_outlives_an_unreachable_consul() {
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
     tokio::spawn(stratus_local::consul::serve(listener, consul));
     let c = Client::new(&addr, None);
-    let started = std::time::Instant::now();
-    loop {
-        let passing = c
-            .health_service("stratus-agent", true, &QueryOptions::default())
-            .await
-            .unwrap()
-            .value;
-        if passing
-            .iter()
-            .any(|e| e.service.id == "stratus-agent-SimHost-x")
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "the agent never registered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    passing_within(
+        &c,
+        "stratus-agent-SimHost-x",
+        20,
+        "the agent never registered",
+    )
+    .await;
     // Consul forgets it (as a restarted agent without its data would): the
     // next heartbeat gets 404 and the agent registers again. A short
     // ping.interval makes the heartbeats frequent.
@@ -356,25 +364,13 @@ async fn an_agent_outlives_an_unreachable_consul() {
     c.deregister_service("stratus-agent-SimHost-x")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        let passing = c
-            .health_service("stratus-agent", true, &QueryOptions::default())
-            .await
-            .unwrap()
-            .value;
-        if passing
-            .iter()
-            .any(|e| e.service.id == "stratus-agent-SimHost-x")
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the agent never registered again"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    passing_within(
+        &c,
+        "stratus-agent-SimHost-x",
+        10,
+        "the agent never registered again",
+    )
+    .await;
     let log = std::fs::read_to_string(&log).unwrap()
         + &std::fs::read_to_string(dir.join("agent.err")).unwrap();
     assert!(
