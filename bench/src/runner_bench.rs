@@ -453,6 +453,7 @@ impl Runner {
             .env("RUST_LOG", log_filter);
         cmd.stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?);
+        stop_with_parent(&mut cmd);
         let child = cmd.spawn()?;
         let started = Instant::now();
         loop {
@@ -522,5 +523,18 @@ impl Drop for Runner {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
         let _ = self.child.wait();
+    }
+}
+
+/// Makes the child get SIGTERM when this process dies (a killed benchmark or
+/// test run), so that no runner and its functions outlive it.
+fn stop_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
     }
 }

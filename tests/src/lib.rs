@@ -283,6 +283,7 @@ impl Runner {
         cmd.env("RUST_LOG", "info,lapin=warn,stratus_messaging=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        stop_with_parent(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         let started = Instant::now();
         loop {
@@ -448,4 +449,17 @@ pub async fn assert_echo_flows(env: &TestEnv, publisher: &Publisher, runner: &Ru
         .body()
         .unwrap();
     assert_eq!(body.in_reply_to, echo.message_id.to_string());
+}
+
+/// Makes the child get SIGTERM when this process dies (a killed benchmark or
+/// test run), so that no runner and its functions outlive it.
+fn stop_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
 }
