@@ -97,10 +97,7 @@ impl Heartbeat {
                     // Backoff with jitter up to 10 s, but while Consul is only
                     // unreachable never longer than a beat: a short outage
                     // must not lapse the check.
-                    let ceiling = (100u64 << failures.min(7)).min(10_000);
-                    let pause = Duration::from_millis(
-                        ceiling / 2 + rand::random::<u64>() % (ceiling / 2 + 1),
-                    );
+                    let pause = stratus_discovery::backoff(failures);
                     tracing::warn!(host = %self.host, attempt = failures, error = %e, pause_ms = pause.as_millis() as u64, "heartbeat failed; retrying");
                     if e.is_transient() {
                         pause.min(interval / 3)

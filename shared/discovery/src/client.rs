@@ -41,6 +41,13 @@ impl ConsulError {
 
 pub type Result<T> = std::result::Result<T, ConsulError>;
 
+/// The pause before try `attempt` (1-based) after Consul failed: doubling
+/// from 200 ms up to 10 s, with jitter over its upper half.
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
+    Duration::from_millis(ceiling / 2 + rand::random::<u64>() % (ceiling / 2 + 1))
+}
+
 /// A blocking query's parameters: wait for a change past `index`, up to `wait`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QueryOptions {
@@ -349,10 +356,7 @@ impl Client {
             match op().await {
                 Err(e) if e.is_transient() => {
                     attempt += 1;
-                    let ceiling = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
-                    let pause = Duration::from_millis(
-                        ceiling / 2 + rand::random::<u64>() % (ceiling / 2 + 1),
-                    );
+                    let pause = backoff(attempt);
                     tracing::warn!(what, attempt, error = %e, pause_ms = pause.as_millis() as u64, "Consul call failed; retrying");
                     tokio::time::sleep(pause).await;
                 }

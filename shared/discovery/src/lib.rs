@@ -19,4 +19,5 @@ pub mod settings;
 pub use client::{
     AgentService, Behavior, CheckDefinition, Client, ConsulError, HealthCheck, KvPair, PutOptions,
     QueryOptions, Response, ServiceEntry, ServiceRegistration, SessionInfo, SessionOptions,
+    backoff,
 };
