@@ -204,25 +204,17 @@ impl Monitor {
             swept: true,
             ..Sweep::default()
         };
-        let mut after = None;
-        loop {
-            let page = self.store.list::<Host>(&Index::All, after, 500).await?;
-            for host in page.items {
-                sweep.hosts += 1;
-                let agent = agents
-                    .get(&host.value.name)
-                    .copied()
-                    .unwrap_or(Agent::Absent);
-                if let Some(change) = self
-                    .apply(host, agent, now, down_after, refresh_ping)
-                    .await?
-                {
-                    sweep.changes.push(change);
-                }
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
+        for host in self.store.walk::<Host>(&Index::All).await? {
+            sweep.hosts += 1;
+            let agent = agents
+                .get(&host.value.name)
+                .copied()
+                .unwrap_or(Agent::Absent);
+            if let Some(change) = self
+                .apply(host, agent, now, down_after, refresh_ping)
+                .await?
+            {
+                sweep.changes.push(change);
             }
         }
         Ok(sweep)

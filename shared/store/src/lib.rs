@@ -337,6 +337,20 @@ impl Store {
         decode_page(page)
     }
 
+    /// Every object of type `T` by `index`, in id order, read a page of 500 at a time.
+    pub async fn walk<T: Object>(&self, index: &Index) -> Result<Vec<Versioned<T>>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list::<T>(index, after, 500).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// Applies every write or none.
     pub async fn transact(&self, tx: Transaction) -> Result<()> {
         self.write(tx.writes).await

@@ -456,22 +456,10 @@ pub async fn named<T: Object>(
         .ok_or_else(|| ApiError::entity_not_found(ctx.command, param, raw))
 }
 
-/// Every object of `T` under `index`, a page of 500 at a time.
+/// Every object of `T` under `index`.
 pub async fn walk<T: Object>(ctx: &Ctx, index: &Index) -> Result<Vec<T>, ApiError> {
-    let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let got = ctx
-            .store
-            .list::<T>(index, after, 500)
-            .await
-            .map_err(store_error)?;
-        out.extend(got.items.into_iter().map(|v| v.value));
-        match got.next {
-            Some(n) => after = Some(n),
-            None => return Ok(out),
-        }
-    }
+    let all = ctx.store.walk::<T>(index).await.map_err(store_error)?;
+    Ok(all.into_iter().map(|v| v.value).collect())
 }
 
 /// Every object of a kind (small kinds only: domains, accounts).
