@@ -1069,6 +1069,18 @@ async fn catalog_services(
     with_index(agent.index.max(1), axum::Json(out).into_response())
 }
 
+/// The registered instances of service `name` (with tag `?tag=`, when given).
+fn instances<'a>(
+    agent: &'a Agent,
+    name: &'a str,
+    q: &'a CatalogQuery,
+) -> impl Iterator<Item = &'a Service> {
+    agent
+        .services
+        .values()
+        .filter(move |s| s.name == name && q.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+}
+
 async fn catalog_service(
     State(consul): State<Arc<Consul>>,
     Path(name): Path<String>,
@@ -1077,10 +1089,7 @@ async fn catalog_service(
     block_on_agent(&consul, q.index, q.wait.as_deref()).await;
     let agent = consul.agent.lock().expect("stand-in lock");
     let n = node();
-    let body: Vec<serde_json::Value> = agent
-        .services
-        .values()
-        .filter(|s| s.name == name && q.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+    let body: Vec<serde_json::Value> = instances(&agent, &name, &q)
         .map(|s| {
             json!({
                 "ID": n["ID"], "Node": NODE, "Address": "127.0.0.1", "Datacenter": "dc1",
@@ -1109,10 +1118,7 @@ async fn health_service(
         "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "", "ServiceName": "",
         "ServiceTags": [], "Type": "", "CreateIndex": 1, "ModifyIndex": 1,
     });
-    let body: Vec<serde_json::Value> = agent
-        .services
-        .values()
-        .filter(|s| s.name == name && q.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+    let body: Vec<serde_json::Value> = instances(&agent, &name, &q)
         .filter_map(|s| {
             let checks: Vec<&Check> = agent.checks.values().filter(|c| c.service_id == s.id).collect();
             if q.passing.is_some() && checks.iter().any(|c| c.status != "passing") {
