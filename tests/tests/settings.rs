@@ -1,7 +1,7 @@
 //! CloudStack's settings in Consul's KV, end to end: `cs updateConfiguration`
 //! against the real runner (its Consul stand-in), taking effect in the running
-//! API without a restart; bad values refused with the old value kept;
-//! cluster-scoped overprovisioning factors.
+//! API without a restart; bad values (an empty one too) refused with the old
+//! value kept; cluster-scoped overprovisioning factors.
 
 use std::time::{Duration, Instant};
 
@@ -64,8 +64,39 @@ async fn a_setting_changed_with_cs_takes_effect_live() {
     assert_eq!(status, 431, "{body}");
     assert_eq!(
         body["updateconfigurationresponse"]["errortext"],
-        "There was error in trying to parse value: lots. Please enter a valid integer value for parameter default.page.size"
+        "There was error in trying to parse value: lots. Please enter a valid long value for parameter default.page.size"
     );
+    // An empty value is no value (CloudStack's null), never a silent 200;
+    // ping.timeout keeps its bounds.
+    for (name, value, text) in [
+        (
+            "default.page.size",
+            "",
+            "There was error in trying to parse value: null. Please enter a valid long value for parameter default.page.size",
+        ),
+        (
+            "ping.timeout",
+            "0",
+            "Please enter a value between 1 and 100 for the configuration parameter: ping.timeout",
+        ),
+        (
+            "ping.timeout",
+            "NaN",
+            "There was error in trying to parse value: NaN. Please enter a valid float value for parameter ping.timeout",
+        ),
+    ] {
+        let (status, body) = p
+            .get(&[
+                ("command", "updateConfiguration"),
+                ("name", name),
+                ("value", value),
+            ])
+            .await;
+        assert_eq!(status, 431, "{name} = {value:?}: {body}");
+        assert_eq!(body["updateconfigurationresponse"]["errortext"], text);
+    }
+    let timeout = p.cs(&["listConfigurations", "name=ping.timeout"]).unwrap();
+    assert_eq!(timeout["configuration"][0]["value"], "2.5", "{timeout}");
     let err = p
         .cs(&["updateConfiguration", "name=default.page.size", "value=0"])
         .unwrap_err();

@@ -6,7 +6,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 use stratus_cloudstack::envelope;
 use stratus_cloudstack::{ApiError, Params};
-use stratus_contracts::settings::{self, Invalid, Scope, ScopeId, Setting};
+use stratus_contracts::settings::{self, Change, Invalid, Scope, ScopeId, Setting};
 use stratus_model::{Account, Cluster, Domain, Zone};
 
 use super::{eq_param, named};
@@ -139,21 +139,25 @@ async fn list_configurations(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// CloudStack's order of checks: the name, then (with a value) the scope
-/// ids, the scope, the value; nothing is written unless all pass.
+/// ids, the scope, the value; nothing is written unless all pass. A value
+/// given empty is not a missing one: as in CloudStack, it is checked as no
+/// value (refused by numbers and booleans; a string goes back to its default).
 async fn update_configuration(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
     let name = p.get("name").unwrap_or_default();
     let setting = settings::find(name).ok_or_else(|| {
         ApiError::invalid_parameter(Invalid::Unknown(name.to_string()).to_string())
     })?;
     let at = scope_of(ctx, p).await?;
-    let Some(value) = p.get("value") else {
-        // No value: the current one, unchanged.
+    if !p.has("value") {
+        // No value at all: the current one, unchanged.
         let current = match &at {
             Some(a) => ctx.settings.value_in(setting, a),
             None => ctx.settings.value(setting),
         };
         return Ok(json!({ "configuration": configuration(setting, &current, at.as_ref()) }));
-    };
+    }
+    // `get` answers nothing for an empty value; it was given all the same.
+    let given = p.get("value").unwrap_or_default();
     if let Some(a) = &at
         && !setting.allows(a.scope)
     {
@@ -161,10 +165,13 @@ async fn update_configuration(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> 
             Invalid::Scope(setting.name.to_string()).to_string(),
         ));
     }
-    setting
-        .validate(value)
+    let change = setting
+        .change(given, at.is_some())
         .map_err(|e| ApiError::invalid_parameter(e.to_string()))?;
-    let value = value.trim();
+    let value = match &change {
+        Change::Set(v) => v.as_str(),
+        Change::Default => setting.default,
+    };
     ctx.settings
         .update(setting, at.as_ref(), value)
         .await
