@@ -2,9 +2,12 @@
 //! promises, roles and isolation, and thousands of generated bad requests.
 //! (End-to-end tests through the runner and `cs` live in `tests/`.)
 
+mod common;
+
 use std::sync::Arc;
 
 use chrono::Utc;
+use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -13,15 +16,6 @@ use stratus_contracts::settings::Defaults;
 use stratus_fn_api::{Api, Request};
 use stratus_model::samples::{Fixture, Sample};
 use stratus_model::*;
-use stratus_store::sqlite::SqliteStore;
-use stratus_store::{Backend, Store};
-
-struct Who {
-    key: String,
-    secret: String,
-    account: Account,
-    user: User,
-}
 
 struct World {
     api: Api,
@@ -31,61 +25,9 @@ struct World {
     bobs_vm: Vm,
 }
 
-async fn person(store: &Store, domain: &Domain, name: &str, t: AccountType) -> Who {
-    let account = Account {
-        id: Account::id_for(domain.id, name),
-        name: name.into(),
-        domain_id: domain.id,
-        account_type: t,
-        state: AccountState::Enabled,
-        created: Utc::now(),
-    };
-    let user = User {
-        id: User::id_for(domain.id, name),
-        account_id: account.id,
-        username: name.into(),
-        password_hash: String::new(),
-        firstname: name.into(),
-        lastname: "Test".into(),
-        email: format!("{name}@example.com"),
-        state: AccountState::Enabled,
-        created: Utc::now(),
-    };
-    let key = format!("key-{name}");
-    store.create(&account).await.unwrap();
-    store.create(&user).await.unwrap();
-    store
-        .create(&ApiKey {
-            id: ApiKey::id_for(&key),
-            api_key: key.clone(),
-            secret_key: format!("secret-{name}"),
-            user_id: user.id,
-            account_id: account.id,
-            created: Utc::now(),
-        })
-        .await
-        .unwrap();
-    Who {
-        key,
-        secret: format!("secret-{name}"),
-        account,
-        user,
-    }
-}
-
 async fn world() -> World {
-    let path = std::env::temp_dir().join(format!("api-{}.db", uuid::Uuid::new_v4().simple()));
-    let store = Arc::new(Store::new(Backend::Sqlite(
-        SqliteStore::open(&path, "t_").unwrap(),
-    )));
-    let root = Domain {
-        id: Domain::id_for("ROOT"),
-        name: "ROOT".into(),
-        parent_id: None,
-        path: "ROOT".into(),
-        created: Utc::now(),
-    };
-    store.create(&root).await.unwrap();
+    let store = store();
+    let root = domain(&store, "ROOT", None).await;
     let admin = person(&store, &root, "admin", AccountType::Admin).await;
     let alice = person(&store, &root, "alice", AccountType::User).await;
     let bob = person(&store, &root, "bob", AccountType::User).await;
@@ -110,61 +52,6 @@ async fn world() -> World {
         bob,
         bobs_vm,
     }
-}
-
-async fn call(api: &Api, who: &Who, params: &[(&str, &str)]) -> (u16, Value) {
-    let mut pairs: Vec<(String, String)> = vec![
-        ("apiKey".into(), who.key.clone()),
-        ("response".into(), "json".into()),
-    ];
-    pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let query = signature::signed_query(&pairs, &who.secret);
-    send(api, "GET", &query, b"").await
-}
-
-async fn send(api: &Api, method: &str, query: &str, body: &[u8]) -> (u16, Value) {
-    let r = api
-        .handle(&Request {
-            method: method.into(),
-            raw_query: query.into(),
-            body: body.to_vec(),
-            content_type: Some("application/x-www-form-urlencoded".into()),
-            cookies: vec![],
-            request_id: "test".into(),
-        })
-        .await;
-    if r.content_type.starts_with("text/xml") {
-        // CloudStack's default format, for requests that did not ask for JSON.
-        return (r.status, xml_error(&r.body));
-    }
-    let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
-    (r.status, v)
-}
-
-/// An XML error envelope as `{"<key>": {"errorcode": N, "errortext": "..."}}`.
-fn xml_error(body: &str) -> Value {
-    let between = |open: &str, close: &str| {
-        let start = body
-            .find(open)
-            .unwrap_or_else(|| panic!("{open} in {body}"))
-            + open.len();
-        body[start..][..body[start..].find(close).unwrap()].to_string()
-    };
-    assert!(
-        body.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><"#),
-        "{body}"
-    );
-    let key = between("?><", " ");
-    assert!(body.ends_with(&format!("</{key}>")), "{body}");
-    let code: u16 = between("<errorcode>", "</errorcode>").parse().unwrap();
-    serde_json::json!({ key: { "errorcode": code, "errortext": between("<errortext>", "</errortext>") } })
-}
-
-/// The inner object of a one-key envelope.
-fn inner(v: &Value) -> &Value {
-    let m = v.as_object().unwrap();
-    assert_eq!(m.len(), 1, "one top-level key: {v}");
-    m.values().next().unwrap()
 }
 
 #[tokio::test]
