@@ -1,13 +1,15 @@
 //! The API function: CloudStack's API at `/client/api`. A request is parsed
 //! from its raw query string and form body (what the signature covers),
 //! authenticated, checked against the command registry (role, required
-//! parameters, types, lengths), and answered in CloudStack's envelope. The
-//! handler knows nothing of the transport: `main.rs` runs it under
-//! `lambda_http`, tests call [`Api::handle`] directly.
+//! parameters, types, lengths) and, for every object a parameter names by
+//! id, against the caller's scope ([`scope`]), and answered in CloudStack's
+//! envelope. The handler knows nothing of the transport: `main.rs` runs it
+//! under `lambda_http`, tests call [`Api::handle`] directly.
 
 pub mod commands;
 pub mod jobs;
 pub mod registry;
+pub mod scope;
 mod sessions;
 
 use std::sync::Arc;
@@ -151,6 +153,10 @@ impl Api {
             command: cmd.name,
             registry: self.registry.clone(),
         };
+        // The one scope check, for every object named by id, before any handler.
+        if let Some(answer) = scope::check(&ctx, cmd, &params).await? {
+            return Ok((response_key(cmd.name), answer));
+        }
         let inner = (cmd.handler)(&ctx, &params).await?;
         Ok((response_key(cmd.name), inner))
     }

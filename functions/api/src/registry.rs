@@ -7,6 +7,7 @@ use serde_json::Value;
 use stratus_cloudstack::{ApiError, Params};
 
 use crate::Ctx;
+use crate::scope::Names;
 
 /// CloudStack's three access roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,19 @@ pub struct Param {
     /// The longest value accepted (CloudStack's default is 255).
     pub length: u32,
     pub description: &'static str,
+    /// For a uuid: what it names. The one scope check refuses an object
+    /// outside the caller's scope before the handler runs ([`crate::scope`]).
+    pub names: Option<Names>,
+}
+
+impl Param {
+    /// This uuid parameter names `names`.
+    pub fn naming(self, names: Names) -> Param {
+        Param {
+            names: Some(names),
+            ..self
+        }
+    }
 }
 
 pub const fn param(name: &'static str, kind: Kind, description: &'static str) -> Param {
@@ -65,6 +79,7 @@ pub const fn param(name: &'static str, kind: Kind, description: &'static str) ->
         required: false,
         length: 255,
         description,
+        names: None,
     }
 }
 
@@ -75,6 +90,7 @@ pub const fn required(name: &'static str, kind: Kind, description: &'static str)
         required: true,
         length: 255,
         description,
+        names: None,
     }
 }
 
@@ -163,7 +179,15 @@ impl Command {
     }
 }
 
-/// The parameters every list command takes.
+/// The parameters every list command takes, its `id` naming `names`.
+pub fn list_of(names: Names, extra: &[Param]) -> Vec<Param> {
+    let mut v = list_params(extra);
+    v[0] = v[0].naming(names);
+    v
+}
+
+/// The parameters every list command takes (`id` naming nothing: for
+/// root-only lists; see [`list_of`]).
 pub fn list_params(extra: &[Param]) -> Vec<Param> {
     let mut v = vec![
         param("id", Kind::Uuid, "list by ID"),
@@ -180,7 +204,24 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The registry of `commands`. Panics (at start, and in every test) when
+    /// a command that anyone but a root admin may call has a uuid parameter
+    /// that does not say what it names: the scope check could not cover it.
     pub fn new(mut commands: Vec<Command>) -> Self {
+        for c in &commands {
+            if c.roles.iter().all(|r| *r == Role::RootAdmin) {
+                continue;
+            }
+            for p in &c.params {
+                assert!(
+                    p.kind != Kind::Uuid || p.names.is_some(),
+                    "{}: the uuid parameter {} must say what it names (Param::naming), \
+                     so that the scope check covers it",
+                    c.name,
+                    p.name
+                );
+            }
+        }
         commands.sort_by_key(|c| c.name.to_lowercase());
         Registry { commands }
     }

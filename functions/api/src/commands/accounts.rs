@@ -9,7 +9,8 @@ use stratus_model::*;
 use stratus_store::{Index, StoreError, Transaction};
 
 use super::{all, eq_param, get, named, owners, page_in_memory, walk, within};
-use crate::registry::{ADMINS, ALL, Command, Kind, Role, list_params, param, required};
+use crate::registry::{ADMINS, ALL, Command, Kind, Role, list_of, param, required};
+use crate::scope::{self, Names, Outside};
 use crate::{Ctx, store_error};
 use stratus_cloudstack::views;
 
@@ -39,7 +40,8 @@ pub fn commands() -> Vec<Command> {
                     "parentdomainid",
                     Kind::Uuid,
                     "assigns new domain a parent domain by domain ID of the parent.  If no parent domain is specied, the ROOT domain is assumed.",
-                ),
+                )
+                .naming(scope::within_domain()),
             ],
             "domain",
             domain_view.clone(),
@@ -49,15 +51,18 @@ pub fn commands() -> Vec<Command> {
             "listDomains",
             "Lists domains and provides detailed information for listed domains",
             ADMINS,
-            list_params(&[
-                param("name", Kind::String, "List domain by domain name."),
-                param("level", Kind::Integer, "List domains by domain level."),
-                param(
-                    "listall",
-                    Kind::Boolean,
-                    "If set to false, list only resources belonging to the command's caller; if set to true - list resources that the caller is authorized to see. Default value is false",
-                ),
-            ]),
+            list_of(
+                Names::domain(Outside::Unseen),
+                &[
+                    param("name", Kind::String, "List domain by domain name."),
+                    param("level", Kind::Integer, "List domains by domain level."),
+                    param(
+                        "listall",
+                        Kind::Boolean,
+                        "If set to false, list only resources belonging to the command's caller; if set to true - list resources that the caller is authorized to see. Default value is false",
+                    ),
+                ],
+            ),
             "domain",
             domain_view,
             |c, p| list_domains(c, p).boxed(),
@@ -90,7 +95,8 @@ pub fn commands() -> Vec<Command> {
                     "domainid",
                     Kind::Uuid,
                     "Creates the user under the specified domain.",
-                ),
+                )
+                .naming(scope::within_domain()),
             ],
             "account",
             account_view.clone(),
@@ -100,25 +106,29 @@ pub fn commands() -> Vec<Command> {
             "listAccounts",
             "Lists accounts and provides detailed account information for listed accounts",
             ALL,
-            list_params(&[
-                param("name", Kind::String, "list account by account name"),
-                param(
-                    "domainid",
-                    Kind::Uuid,
-                    "list only resources belonging to the domain specified",
-                ),
-                param(
-                    "accounttype",
-                    Kind::Integer,
-                    "list accounts by account type",
-                ),
-                param("state", Kind::String, "list accounts by state"),
-                param(
-                    "listall",
-                    Kind::Boolean,
-                    "If set to false, list only resources belonging to the command's caller",
-                ),
-            ]),
+            list_of(
+                scope::read::<Account>(),
+                &[
+                    param("name", Kind::String, "list account by account name"),
+                    param(
+                        "domainid",
+                        Kind::Uuid,
+                        "list only resources belonging to the domain specified",
+                    )
+                    .naming(scope::within_domain()),
+                    param(
+                        "accounttype",
+                        Kind::Integer,
+                        "list accounts by account type",
+                    ),
+                    param("state", Kind::String, "list accounts by state"),
+                    param(
+                        "listall",
+                        Kind::Boolean,
+                        "If set to false, list only resources belonging to the command's caller",
+                    ),
+                ],
+            ),
             "account",
             account_view.clone(),
             |c, p| list_accounts(c, p).boxed(),
@@ -127,29 +137,33 @@ pub fn commands() -> Vec<Command> {
             "listUsers",
             "Lists user accounts",
             ALL,
-            list_params(&[
-                param("username", Kind::String, "List user by the username"),
-                param(
-                    "account",
-                    Kind::String,
-                    "list resources by account. Must be used with the domainId parameter.",
-                ),
-                param(
-                    "domainid",
-                    Kind::Uuid,
-                    "list only resources belonging to the domain specified",
-                ),
-                param(
-                    "state",
-                    Kind::String,
-                    "List users by state of the user account.",
-                ),
-                param(
-                    "listall",
-                    Kind::Boolean,
-                    "If set to false, list only resources belonging to the command's caller",
-                ),
-            ]),
+            list_of(
+                scope::read::<User>(),
+                &[
+                    param("username", Kind::String, "List user by the username"),
+                    param(
+                        "account",
+                        Kind::String,
+                        "list resources by account. Must be used with the domainId parameter.",
+                    ),
+                    param(
+                        "domainid",
+                        Kind::Uuid,
+                        "list only resources belonging to the domain specified",
+                    )
+                    .naming(scope::within_domain()),
+                    param(
+                        "state",
+                        Kind::String,
+                        "List users by state of the user account.",
+                    ),
+                    param(
+                        "listall",
+                        Kind::Boolean,
+                        "If set to false, list only resources belonging to the command's caller",
+                    ),
+                ],
+            ),
             "user",
             sample_user(),
             |c, p| list_users(c, p).boxed(),
@@ -158,7 +172,7 @@ pub fn commands() -> Vec<Command> {
             "registerUserKeys",
             "This command allows a user to register for the developer API, returning a secret key and an API key. This request is made through the integration API port, so it is a privileged command and must be made on behalf of a user. It is up to the implementer just how the username and password are entered, and then how that translates to an integration API request. Both secret key and API key should be returned to the user",
             ALL,
-            vec![required("id", Kind::Uuid, "User id")],
+            vec![required("id", Kind::Uuid, "User id").naming(scope::act_on::<User>())],
             "userkeys",
             keys_view.clone(),
             |c, p| register_user_keys(c, p).boxed(),
@@ -167,11 +181,10 @@ pub fn commands() -> Vec<Command> {
             "getUserKeys",
             "This command allows the user to query the seceret and API keys for the account",
             ALL,
-            vec![required(
-                "id",
-                Kind::Uuid,
-                "ID of the user whose keys are required",
-            )],
+            vec![
+                required("id", Kind::Uuid, "ID of the user whose keys are required")
+                    .naming(scope::act_on::<User>()),
+            ],
             "userkeys",
             keys_view,
             |c, p| get_user_keys(c, p).boxed(),
@@ -181,13 +194,14 @@ pub fn commands() -> Vec<Command> {
             "Enables an account",
             ADMINS,
             vec![
-                param("id", Kind::Uuid, "Account id"),
+                param("id", Kind::Uuid, "Account id").naming(scope::act_on::<Account>()),
                 param("account", Kind::String, "Enables specified account."),
                 param(
                     "domainid",
                     Kind::Uuid,
                     "Enables specified account in this domain.",
-                ),
+                )
+                .naming(scope::within_domain()),
             ],
             "account",
             account_view.clone(),
@@ -205,13 +219,14 @@ pub fn commands() -> Vec<Command> {
                         Kind::Boolean,
                         "If true, only lock the account; else disable the account",
                     ),
-                    param("id", Kind::Uuid, "Account id"),
+                    param("id", Kind::Uuid, "Account id").naming(scope::act_on::<Account>()),
                     param("account", Kind::String, "Disables specified account."),
                     param(
                         "domainid",
                         Kind::Uuid,
                         "Disables specified account in this domain.",
-                    ),
+                    )
+                    .naming(scope::within_domain()),
                 ],
                 "account",
                 account_view,
@@ -256,17 +271,21 @@ async fn create_domain(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
             "Domain name can't contain a '/'",
         ));
     }
+    // A parent named by id passed the scope check; the default, ROOT, is
+    // checked here, as CloudStack's `checkAccess(caller, parent)` does.
     let parent = match p.get("parentdomainid") {
         Some(_) => named::<Domain>(ctx, p, "parentdomainid").await?.value,
-        None => get::<Domain>(ctx, Domain::id_for("ROOT")).await?,
+        None => {
+            let root = get::<Domain>(ctx, Domain::id_for("ROOT")).await?;
+            if !scope::holds(ctx, scope::Place::Domain(root.id)).await? {
+                return Err(ApiError::permission_denied(scope::outside_domain(
+                    &ctx.caller,
+                    &root.id.to_string(),
+                )));
+            }
+            root
+        }
     };
-    let own = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
-    if !within(&parent, &own, ctx) {
-        return Err(ApiError::permission_denied(format!(
-            "Account {} does not have permission to operate within domain id={}",
-            ctx.caller.account.name, parent.id
-        )));
-    }
     let path = format!("{}/{name}", parent.path);
     let domain = Domain {
         id: Domain::id_for(&path),
@@ -345,17 +364,11 @@ async fn create_account(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
             "Only root admins can create root admin accounts",
         ));
     }
+    // A domain named by id passed the scope check; the default is the caller's own.
     let domain = match p.get("domainid") {
         Some(_) => named::<Domain>(ctx, p, "domainid").await?.value,
         None => get::<Domain>(ctx, ctx.caller.account.domain_id).await?,
     };
-    let own = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
-    if !within(&domain, &own, ctx) {
-        return Err(ApiError::permission_denied(format!(
-            "Account {} does not have permission to operate within domain id={}",
-            ctx.caller.account.name, domain.id
-        )));
-    }
     let username = p.get("username").unwrap_or_default();
     let name = p.get("account").unwrap_or(username);
     let now = Utc::now();
@@ -453,54 +466,27 @@ async fn list_accounts(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
 
 /// The accounts a list may show: by `id`, else as [`owners`] decides
 /// (`name` with `domainid` picks one by name, as CloudStack's `account` does).
+/// An `id` or `domainid` outside the caller's scope never gets here.
 async fn visible_accounts(ctx: &Ctx, p: &Params) -> Result<Vec<Account>, ApiError> {
-    let who = owners(ctx, p).await?;
     if p.get("id").is_some() {
-        let a = named::<Account>(ctx, p, "id").await?.value;
-        let listall = ctx.caller.role != Role::User;
-        let visible = who.holds(a.id) || (listall && can_manage(ctx, &a).await?);
-        return Ok(if visible { vec![a] } else { vec![] });
+        return Ok(vec![named::<Account>(ctx, p, "id").await?.value]);
     }
+    let who = owners(ctx, p).await?;
     let domain = super::id_param::<Domain>(ctx, p, "domainid")?;
-    let mut accounts: Vec<Account> = all::<Account>(ctx)
+    // An admin naming a domain sees its accounts (the domain is in its scope).
+    let by_domain = domain.is_some() && ctx.caller.role != Role::User;
+    Ok(all::<Account>(ctx)
         .await?
         .into_iter()
-        .filter(|a| who.holds(a.id) || (domain.is_some() && ctx.caller.role != Role::User))
-        .collect();
-    if let Some(d) = domain {
-        let mut kept = Vec::new();
-        for a in accounts.into_iter().filter(|a| a.domain_id == d) {
-            if can_manage(ctx, &a).await? {
-                kept.push(a);
-            }
-        }
-        accounts = kept;
-    }
-    Ok(accounts)
-}
-
-/// Whether the caller administers `a`: its own account, or, for admins, one in their domains.
-async fn can_manage(ctx: &Ctx, a: &Account) -> Result<bool, ApiError> {
-    if a.id == ctx.caller.account.id {
-        return Ok(true);
-    }
-    if ctx.caller.role == Role::User {
-        return Ok(false);
-    }
-    let own = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
-    let theirs = get::<Domain>(ctx, a.domain_id).await?;
-    Ok(within(&theirs, &own, ctx))
+        .filter(|a| who.holds(a.id) || by_domain)
+        .filter(|a| domain.is_none_or(|d| a.domain_id == d))
+        .collect())
 }
 
 async fn list_users(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
     let accounts = if p.get("id").is_some() {
         let u = named::<User>(ctx, p, "id").await?.value;
-        let a = get::<Account>(ctx, u.account_id).await?;
-        if can_manage(ctx, &a).await? {
-            vec![a]
-        } else {
-            vec![]
-        }
+        vec![get::<Account>(ctx, u.account_id).await?]
     } else {
         visible_accounts(ctx, p).await?
     };
@@ -520,26 +506,8 @@ async fn list_users(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
     page_in_memory(ctx, p, "user", items)
 }
 
-/// The user `id` names, if the caller may manage it (531 otherwise).
-async fn managed_user(ctx: &Ctx, p: &Params) -> Result<User, ApiError> {
-    let user = named::<User>(ctx, p, "id").await?.value;
-    let account = get::<Account>(ctx, user.account_id).await?;
-    let allowed = if ctx.caller.role == Role::User {
-        user.id == ctx.caller.user.id
-    } else {
-        can_manage(ctx, &account).await?
-    };
-    if !allowed {
-        return Err(ApiError::permission_denied(format!(
-            "Account {} does not have permission to access user {}",
-            ctx.caller.account.name, user.id
-        )));
-    }
-    Ok(user)
-}
-
 async fn register_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
-    let user = managed_user(ctx, p).await?;
+    let user = named::<User>(ctx, p, "id").await?.value;
     let old: Vec<ApiKey> = api_keys_of(ctx, user.account_id)
         .await?
         .into_iter()
@@ -560,7 +528,7 @@ async fn register_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
 }
 
 async fn get_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
-    let user = managed_user(ctx, p).await?;
+    let user = named::<User>(ctx, p, "id").await?.value;
     let key = api_keys_of(ctx, user.account_id)
         .await?
         .into_iter()
@@ -571,7 +539,8 @@ async fn get_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
     })
 }
 
-/// The account `id` names, or `account` + `domainid` (431 if neither).
+/// The account `id` names, or `account` + `domainid` (431 if neither); the
+/// scope check has refused either outside the caller's scope.
 pub async fn account_param(
     ctx: &Ctx,
     p: &Params,
@@ -596,12 +565,6 @@ pub async fn account_param(
                 ))
             })?
     };
-    if !can_manage(ctx, &account.value).await? {
-        return Err(ApiError::permission_denied(format!(
-            "Account {} does not have permission to operate on account {}",
-            ctx.caller.account.name, account.value.id
-        )));
-    }
     Ok(account)
 }
 

@@ -13,7 +13,8 @@ use stratus_model::samples::{Fixture, Sample};
 use stratus_model::{Account, AccountType, Domain, Id, Object, Zone};
 use stratus_store::Index;
 
-use crate::registry::{ALL, Command, Field, Kind, Registry, field, list_params, param};
+use crate::registry::{ALL, Command, Field, Kind, Registry, field, list_of, param};
+use crate::scope::Names;
 use crate::{Ctx, store_error};
 use stratus_cloudstack::views;
 
@@ -23,23 +24,26 @@ pub fn registry() -> Registry {
             "listZones",
             "Lists zones",
             ALL,
-            list_params(&[
-                param(
-                    "available",
-                    Kind::Boolean,
-                    "true if you want to retrieve all available zones",
-                ),
-                param(
-                    "networktype",
-                    Kind::String,
-                    "the network type of the zone that the virtual machine belongs to",
-                ),
-                param(
-                    "showcapacities",
-                    Kind::Boolean,
-                    "flag to display the capacity of the zones",
-                ),
-            ]),
+            list_of(
+                Names::public(Zone::KIND),
+                &[
+                    param(
+                        "available",
+                        Kind::Boolean,
+                        "true if you want to retrieve all available zones",
+                    ),
+                    param(
+                        "networktype",
+                        Kind::String,
+                        "the network type of the zone that the virtual machine belongs to",
+                    ),
+                    param(
+                        "showcapacities",
+                        Kind::Boolean,
+                        "flag to display the capacity of the zones",
+                    ),
+                ],
+            ),
             "zone",
             views::zone(&Zone::sample(&Fixture::default())),
             |ctx, p| list_zones(ctx, p).boxed(),
@@ -317,8 +321,8 @@ async fn list_capabilities(ctx: &Ctx, _p: &Params) -> Result<Value, ApiError> {
 }
 
 /// Whose objects a list shows: the caller's own account unless an admin asks
-/// for another (`account` + `domainid`) or for all it may see (`listall=true`;
-/// a domain admin sees its domain and those below).
+/// for another (`account` + `domainid`), for one object by `id`, or for all it
+/// may see (`listall=true`; a domain admin sees its domain and those below).
 pub enum Owners {
     All,
     One(Id<Account>),
@@ -351,19 +355,18 @@ pub fn flag(p: &Params, name: &str) -> bool {
     p.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
+/// The owners a list shows. A `domainid` or `id` outside the caller's scope
+/// never gets here: the one scope check ([`crate::scope`]) answered already.
 pub async fn owners(ctx: &Ctx, p: &Params) -> Result<Owners, ApiError> {
     use crate::registry::Role;
     let me = ctx.caller.account.id;
     if ctx.caller.role == Role::User {
         return Ok(Owners::One(me));
     }
-    let own_domain = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
     if let Some(name) = p.get("account") {
-        let domain_id = match p.get("domainid") {
-            Some(d) => d
-                .parse::<Id<Domain>>()
-                .map_err(|_| ApiError::entity_not_found(ctx.command, "domainid", d))?,
-            None => own_domain.id,
+        let domain_id = match id_param::<Domain>(ctx, p, "domainid")? {
+            Some(d) => d,
+            None => ctx.caller.account.domain_id,
         };
         let domain = ctx
             .store
@@ -374,12 +377,6 @@ pub async fn owners(ctx: &Ctx, p: &Params) -> Result<Owners, ApiError> {
                 ApiError::entity_not_found(ctx.command, "domainid", &domain_id.to_string())
             })?
             .value;
-        if !within(&domain, &own_domain, ctx) {
-            return Err(ApiError::permission_denied(format!(
-                "Account {} does not have permission to operate within domain id={}",
-                ctx.caller.account.name, domain.id
-            )));
-        }
         let id = Account::id_for(domain.id, name);
         if ctx
             .store
@@ -395,13 +392,16 @@ pub async fn owners(ctx: &Ctx, p: &Params) -> Result<Owners, ApiError> {
         }
         return Ok(Owners::One(id));
     }
+    // By id, an admin's list shows the object wherever it is in its scope,
+    // with or without `listall`, as CloudStack's does.
+    if p.has("id") || (flag(p, "listall") && ctx.caller.role == Role::RootAdmin) {
+        return Ok(Owners::All);
+    }
     if !flag(p, "listall") {
         return Ok(Owners::One(me));
     }
-    if ctx.caller.role == Role::RootAdmin {
-        return Ok(Owners::All);
-    }
     // A domain admin: every account of its domain and the domains below.
+    let own_domain = get::<Domain>(ctx, ctx.caller.account.domain_id).await?;
     let domains = all::<Domain>(ctx).await?;
     let accounts = all::<Account>(ctx).await?;
     Ok(Owners::Within(
@@ -420,11 +420,7 @@ pub async fn owners(ctx: &Ctx, p: &Params) -> Result<Owners, ApiError> {
 
 /// Whether `d` is `top` or below it (root admins see every domain).
 pub fn within(d: &Domain, top: &Domain, ctx: &Ctx) -> bool {
-    ctx.caller.account.account_type == AccountType::Admin
-        || d.id == top.id
-        || d.path
-            .to_lowercase()
-            .starts_with(&format!("{}/", top.path.to_lowercase()))
+    ctx.caller.account.account_type == AccountType::Admin || crate::scope::contains(top, d)
 }
 
 /// An object that must exist (a 530 if the store lost one we point to).
