@@ -2,7 +2,14 @@
 //! functions: requests become the exact v2 event (`rawQueryString` as sent,
 //! `cookies`, lower-cased headers joined with commas, base64 bodies where API
 //! Gateway base64-encodes them), and the function's answer is mapped back,
-//! cookies included, with API Gateway's own answers for failures.
+//! cookies included, with API Gateway's own answers for failures. Its
+//! connections are served by [`serve`] (in `server.rs`), which bounds request
+//! heads, times out slow ones, caps connections and answers malformed requests
+//! with CloudStack's error envelope.
+
+mod server;
+
+pub use server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES, MAX_HEADERS, serve};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -316,17 +316,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let gateway_addr = match gateway_listener {
         Some(listener) => {
             let addr = listener.local_addr()?.to_string();
-            let app = gateway::router(routes);
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .await
-                {
-                    tracing::error!(error = %e, "HTTP gateway stopped");
-                }
-            });
+            tokio::spawn(gateway::serve(listener, gateway::router(routes)));
             Some(addr)
         }
         None => None,
