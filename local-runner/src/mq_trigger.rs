@@ -178,7 +178,8 @@ impl QueueTrigger {
     }
 
     async fn poll(self: Arc<Self>, slot: u32) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        // At most 5 s between tries: a broker back from a restart is consumed again within seconds.
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut target = self.target.subscribe();
         loop {
             self.set_state(slot, PollerState::Stopped);
