@@ -39,7 +39,10 @@ async fn connect(url: &str, vhost: &str) -> Result<Connection, lapin::Error> {
 
 #[tokio::test]
 async fn the_scripts_make_a_broker_user_of_stratus_own_on_its_vhost_only() {
-    let name = format!("stratus-t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let name = format!(
+        "stratus-t{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let home = std::env::temp_dir().join(&name);
     let url = ensure_broker_user(&home, &name);
     let result = async {
@@ -51,12 +54,19 @@ async fn the_scripts_make_a_broker_user_of_stratus_own_on_its_vhost_only() {
         let password = std::fs::read_to_string(&file).unwrap();
         assert!(password.len() >= 16 && url.contains(&password));
         // Its own vhost: yes. The default vhost, where guest lives: no.
-        let c = connect(&url, &name).await.expect("the user reaches its vhost");
+        let c = connect(&url, &name)
+            .await
+            .expect("the user reaches its vhost");
         c.close(200, "ok".into()).await.unwrap();
-        assert!(connect(&url, "%2F").await.is_err(), "the user reached vhost /");
+        assert!(
+            connect(&url, "%2F").await.is_err(),
+            "the user reached vhost /"
+        );
         // A second run keeps the password, and it still works.
         assert_eq!(ensure_broker_user(&home, &name), url);
-        let c = connect(&url, &name).await.expect("the user reaches its vhost again");
+        let c = connect(&url, &name)
+            .await
+            .expect("the user reaches its vhost again");
         c.close(200, "ok".into()).await.unwrap();
         // A wrong password is refused: the broker checks the hash it was given.
         let wrong = url.replace(&password, "not-the-password-at-all");

@@ -108,8 +108,9 @@ impl ConfigError {
     }
 }
 
-/// Every setting a Stratus process takes from its environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Every setting a Stratus process takes from its environment. Its `Debug`
+/// hides the broker password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub amqp_url: String,
     pub amqp_vhost: String,
@@ -230,6 +231,34 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("amqp_url", &redacted_url(&self.amqp_url))
+            .field("amqp_vhost", &self.amqp_vhost)
+            .field("store", &self.store)
+            .field("table_prefix", &self.table_prefix)
+            .field("consul_http_addr", &self.consul_http_addr)
+            .field("home", &self.home)
+            .field("events_exchange", &self.events_exchange)
+            .field("broker_wait", &self.broker_wait)
+            .field("amqp_heartbeat_s", &self.amqp_heartbeat_s)
+            .finish()
+    }
+}
+
+/// A broker URL with its password hidden, for messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn percent_encode_vhost(vhost: &str) -> String {
     let mut out = String::with_capacity(vhost.len());
     for b in vhost.bytes() {
@@ -302,6 +331,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(round_trip, c);
+    }
+
+    #[test]
+    fn debug_output_hides_the_broker_password() {
+        let c = config(&[("STRATUS_AMQP_URL", "amqp://stratus:s3cret@127.0.0.1:5672")]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("amqp://stratus:***@127.0.0.1:5672"),
+            "{shown}"
+        );
     }
 
     #[test]

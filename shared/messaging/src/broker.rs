@@ -64,17 +64,7 @@ pub fn topology(config: &Config) -> Result<Topology, BrokerError> {
     Ok(t.with_external_events_exchange(&config.events_exchange))
 }
 
-/// The broker URL with its password hidden, for messages.
-pub fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
+pub use stratus_contracts::config::redacted_url;
 
 /// Opens a connection, bounded by the configured broker wait (TCP, TLS and the
 /// AMQP handshake together). There is no automatic recovery: whoever holds a
