@@ -87,3 +87,54 @@ ensure_moto() {
   fi
   export STRATUS_TEST_DYNAMODB="http://127.0.0.1:$port"
 }
+
+rabbit_password_hash() {
+  # RabbitMQ's rabbit_password_hashing_sha256: base64(salt ++ sha256(salt ++ password)),
+  # with a 4-byte random salt. Builtins and pipes only: the password is on no command line.
+  local salt_hex pw_hex
+  salt_hex="$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  pw_hex="$(printf '%s' "$1" | od -An -tx1 | tr -d ' \n')"
+  local digest_hex
+  digest_hex="$(printf "$(printf '%s' "$salt_hex$pw_hex" | sed 's/../\\x&/g')" | sha256sum | cut -d' ' -f1)"
+  printf "$(printf '%s' "$salt_hex$digest_hex" | sed 's/../\\x&/g')" | base64 -w0
+}
+
+ensure_broker_user() {
+  # Stratus's own broker user (STRATUS_AMQP_USER, default stratus) with rights on
+  # its own vhost only (STRATUS_AMQP_VHOST, default stratus), its generated
+  # password kept in $STRATUS_HOME/amqp-password (0600); guest is left alone.
+  # Exports STRATUS_AMQP_URL and STRATUS_AMQP_VHOST for what runs next. An
+  # operator who set STRATUS_AMQP_URL chose a broker and a user: nothing is done.
+  if [ -n "${STRATUS_AMQP_URL:-}" ]; then
+    say "using the broker at STRATUS_AMQP_URL"
+    return 0
+  fi
+  local home="${STRATUS_HOME:-$HOME/.stratus}"
+  local user="${STRATUS_AMQP_USER:-stratus}" vhost="${STRATUS_AMQP_VHOST:-stratus}"
+  (umask 077 && mkdir -p "$home")
+  chmod 0700 "$home"
+  local file="$home/amqp-password"
+  if [ ! -s "$file" ]; then
+    (umask 077 && head -c 64 /dev/urandom | base64 -w0 | tr -dc 'A-Za-z0-9' | head -c 32 >"$file")
+  fi
+  chmod 0600 "$file"
+  local password
+  password="$(cat "$file")"
+  [ ${#password} -ge 16 ] || die "$file does not hold a password: remove it and run this again"
+  # Imported as definitions carrying only the password's salted hash: the
+  # password itself is never on a command line.
+  local defs
+  defs="$(mktemp)"
+  cat >"$defs" <<JSON
+{"users":[{"name":"$user","password_hash":"$(rabbit_password_hash "$password")","hashing_algorithm":"rabbit_password_hashing_sha256","tags":""}],
+ "vhosts":[{"name":"$vhost"}],
+ "permissions":[{"user":"$user","vhost":"$vhost","configure":".*","write":".*","read":".*"}]}
+JSON
+  # rabbitmqctl reads the file as the rabbitmq user.
+  if id rabbitmq >/dev/null 2>&1; then as_root chown rabbitmq "$defs"; else chmod 0644 "$defs"; fi
+  as_root rabbitmqctl -q import_definitions "$defs" >/dev/null || { rm -f "$defs"; die "could not create the broker user $user"; }
+  rm -f "$defs"
+  export STRATUS_AMQP_URL="amqp://$user:$password@127.0.0.1:${RABBITMQ_NODE_PORT:-5672}"
+  export STRATUS_AMQP_VHOST="$vhost"
+  say "broker user $user on vhost $vhost (password in $file)"
+}

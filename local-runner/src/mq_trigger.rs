@@ -8,6 +8,14 @@
 //! taking the next batch. A lost connection is re-made with backoff; the broker
 //! requeues whatever was unacked.
 //!
+//! No wait on the broker is unbounded: connecting, opening the channel, the
+//! consume, every ack and reject, and the close each get the configured broker
+//! wait (`STRATUS_BROKER_WAIT_MS`), and while a poller waits for messages it
+//! watches its connection and channel, so a connection that dies without a
+//! word (a broker restart while a batch was in flight, a paused broker whose
+//! heartbeats stopped) sends the poller back to a fresh connection and
+//! consumer. The status counts a poller only while it has a consumer.
+//!
 //! Scaling, as Lambda scales its pollers with the backlog: one poller runs at
 //! first; each second the queue's depth is read, and another poller starts
 //! (up to the trigger's concurrency) while the backlog exceeds a batch per
@@ -15,7 +23,7 @@
 //! between batches. Instances follow the invocations in flight (see `pool`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -26,7 +34,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use serde::Serialize;
 use stratus_contracts::config::Config;
-use stratus_messaging::broker;
+use stratus_messaging::broker::{self, within};
 use stratus_messaging::rmq_event::{self, RmqEvent};
 use tokio::sync::watch;
 
@@ -63,8 +71,10 @@ pub struct TriggerStatus {
     pub queue: String,
     pub depth: Option<u32>,
     pub consumers: Option<u32>,
-    /// Pollers running now, and the most the trigger may run.
+    /// Pollers consuming now (with a consumer on the broker), how many are
+    /// wanted for the backlog, and the most the trigger may run.
     pub pollers: u32,
+    pub wanted: u32,
     pub max_pollers: u32,
     pub batches: u64,
     pub failed_batches: u64,
@@ -81,7 +91,25 @@ pub struct QueueTrigger {
     target: watch::Sender<u32>,
     /// A channel kept for reading the queue's depth.
     counts: tokio::sync::Mutex<Option<(lapin::Connection, lapin::Channel)>>,
+    /// What each poller is doing (a [`PollerState`] per slot).
+    states: Vec<AtomicU8>,
 }
+
+/// What one poller is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum PollerState {
+    /// Not wanted (scaled down).
+    Stopped = 0,
+    Connecting = 1,
+    /// Its consumer is on the broker.
+    Consuming = 2,
+    /// Waiting before it connects again.
+    BackingOff = 3,
+}
+
+/// How often a waiting poller checks that its connection and channel live.
+const LINK_CHECK: Duration = Duration::from_millis(250);
 
 /// Seconds of an empty queue before extra pollers stop.
 const SCALE_DOWN_AFTER: u32 = 10;
@@ -89,13 +117,27 @@ const SCALE_DOWN_AFTER: u32 = 10;
 impl QueueTrigger {
     pub fn new(spec: QueueTriggerSpec, config: Config, pool: Arc<Pool>) -> Arc<Self> {
         Arc::new(Self {
-            spec,
             config,
             pool,
             counters: TriggerCounters::default(),
             target: watch::channel(1).0,
             counts: tokio::sync::Mutex::new(None),
+            states: (0..spec.concurrency)
+                .map(|_| AtomicU8::new(PollerState::Stopped as u8))
+                .collect(),
+            spec,
         })
+    }
+
+    fn set_state(&self, slot: u32, state: PollerState) {
+        self.states[slot as usize].store(state as u8, Ordering::Relaxed);
+    }
+
+    fn consuming(&self) -> u32 {
+        self.states
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) == PollerState::Consuming as u8)
+            .count() as u32
     }
 
     pub fn start(self: &Arc<Self>) {
@@ -136,19 +178,23 @@ impl QueueTrigger {
     }
 
     async fn poll(self: Arc<Self>, slot: u32) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        // At most 5 s between tries: a broker back from a restart is consumed again within seconds.
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut target = self.target.subscribe();
         loop {
+            self.set_state(slot, PollerState::Stopped);
             // Wait until this poller is wanted.
             while *target.borrow_and_update() <= slot {
                 if target.changed().await.is_err() {
                     return;
                 }
             }
+            self.set_state(slot, PollerState::Connecting);
             let Some(error) = self.consume(slot, &mut backoff).await else {
                 tracing::info!(function = %self.spec.function, queue = %self.spec.queue, slot, "poller stopped (scaled down)");
                 continue;
             };
+            self.set_state(slot, PollerState::BackingOff);
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             let wait = backoff.next_delay();
             tracing::warn!(function = %self.spec.function, queue = %self.spec.queue, slot, error = %error, retry_in_ms = wait.as_millis() as u64, "queue trigger lost its broker connection");
@@ -167,42 +213,82 @@ impl QueueTrigger {
             Ok(c) => c,
             Err(e) => return Some(e.into()),
         };
-        let target = self.target.subscribe();
-        let result: anyhow::Result<()> = async {
-            let channel = connection.create_channel().await?;
-            channel.basic_qos(self.spec.batch_size.min(u16::MAX as u32) as u16, BasicQosOptions::default()).await?;
-            let tag = format!("stratus-local.{}.{slot}", self.spec.function);
-            let mut consumer = channel
-                .basic_consume(self.spec.queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
-                .await?;
-            tracing::info!(function = %self.spec.function, queue = %self.spec.queue, slot, "queue trigger polling");
-            backoff.reset();
-            let mut failures = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-            let mut carried: Option<Delivery> = None;
-            let mut wanted = target.clone();
-            loop {
-                let first = match carried.take() {
-                    Some(d) => d,
-                    None => tokio::select! {
-                        next = consumer.next() => match next {
-                            Some(d) => d?,
-                            None => anyhow::bail!("the broker cancelled the consumer"),
-                        },
-                        _ = wanted.wait_for(|t| *t <= slot) => return Ok(()),
+        let result = self.consume_on(&connection, slot, backoff).await;
+        // Bounded like every other wait: a broker that does not answer the
+        // close holds nothing (the connection, dropped, is closed by lapin, or
+        // given up by its heartbeat check), and whatever was unacked on it is
+        // the broker's to redeliver.
+        let _ = within(
+            self.config.broker_wait,
+            "closing the connection",
+            connection.close(200, "poller stopping".into()),
+        )
+        .await;
+        result.err()
+    }
+
+    async fn consume_on(
+        &self,
+        connection: &lapin::Connection,
+        slot: u32,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<()> {
+        let wait = self.config.broker_wait;
+        let channel = within(wait, "opening a channel", connection.create_channel()).await?;
+        let prefetch = self.spec.batch_size.min(u16::MAX as u32) as u16;
+        within(
+            wait,
+            "basic.qos",
+            channel.basic_qos(prefetch, BasicQosOptions::default()),
+        )
+        .await?;
+        let tag = format!("stratus-local.{}.{slot}", self.spec.function);
+        let mut consumer = within(
+            wait,
+            "basic.consume",
+            channel.basic_consume(
+                self.spec.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        self.set_state(slot, PollerState::Consuming);
+        tracing::info!(function = %self.spec.function, queue = %self.spec.queue, slot, "queue trigger polling");
+        backoff.reset();
+        let mut failures = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut carried: Option<Delivery> = None;
+        let mut wanted = self.target.subscribe();
+        let mut check = tokio::time::interval(LINK_CHECK);
+        loop {
+            let first = match carried.take() {
+                Some(d) => d,
+                None => tokio::select! {
+                    next = consumer.next() => match next {
+                        Some(d) => d?,
+                        None => anyhow::bail!("the broker cancelled the consumer"),
                     },
-                };
-                let (batch, carry) = self.gather(first, &mut consumer).await?;
-                carried = carry;
-                if self.invoke_batch(batch).await? {
-                    failures.reset();
-                } else {
-                    tokio::time::sleep(failures.next_delay()).await;
-                }
+                    _ = wanted.wait_for(|t| *t <= slot) => return Ok(()),
+                    _ = check.tick() => {
+                        if !(connection.status().connected() && channel.status().connected()) {
+                            anyhow::bail!(
+                                "the {} closed without a word",
+                                if connection.status().connected() { "channel" } else { "connection" }
+                            );
+                        }
+                        continue;
+                    }
+                },
+            };
+            let (batch, carry) = self.gather(first, &mut consumer).await?;
+            carried = carry;
+            if self.invoke_batch(batch).await? {
+                failures.reset();
+            } else {
+                tokio::time::sleep(failures.next_delay()).await;
             }
         }
-        .await;
-        let _ = connection.close(200, "poller stopping".into()).await;
-        result.err()
     }
 
     /// Gathers a batch after `first`: up to the batch size, within the batching
@@ -246,9 +332,12 @@ impl QueueTrigger {
         // dead-letter exchange takes it here instead, so nothing is lost.
         if batch.len() == 1 && batch[0].data.len() > MAX_RESPONSE_BYTES {
             tracing::error!(function = %self.spec.function, queue = %self.spec.queue, bytes = batch[0].data.len(), "message over 6 MB; rejected to the dead-letter exchange");
-            batch[0]
-                .reject(BasicRejectOptions { requeue: false })
-                .await?;
+            settle(
+                self.config.broker_wait,
+                "basic.reject",
+                batch[0].reject(BasicRejectOptions { requeue: false }),
+            )
+            .await?;
             return Ok(true);
         }
         let messages = batch
@@ -270,7 +359,12 @@ impl QueueTrigger {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if outcome.is_success() {
             let last = batch.last().expect("a batch has a message");
-            last.ack(BasicAckOptions { multiple: true }).await?;
+            settle(
+                self.config.broker_wait,
+                "basic.ack",
+                last.ack(BasicAckOptions { multiple: true }),
+            )
+            .await?;
             Ok(true)
         } else {
             self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
@@ -278,7 +372,12 @@ impl QueueTrigger {
                 tracing::warn!(function = %self.spec.function, queue = %self.spec.queue, messages = batch.len(), error = %String::from_utf8_lossy(body), "batch failed; returning it to the queue");
             }
             for d in &batch {
-                d.reject(BasicRejectOptions { requeue: true }).await?;
+                settle(
+                    self.config.broker_wait,
+                    "basic.reject",
+                    d.reject(BasicRejectOptions { requeue: true }),
+                )
+                .await?;
             }
             Ok(false)
         }
@@ -295,7 +394,8 @@ impl QueueTrigger {
             queue: self.spec.queue.clone(),
             depth,
             consumers,
-            pollers: *self.target.borrow(),
+            pollers: self.consuming(),
+            wanted: *self.target.borrow(),
             max_pollers: self.spec.concurrency,
             batches: c.batches.load(Ordering::Relaxed),
             failed_batches: c.failed_batches.load(Ordering::Relaxed),
@@ -307,6 +407,7 @@ impl QueueTrigger {
     /// Ready messages and consumers of the queue (a passive declare on a kept channel).
     async fn queue_counts(&self) -> Option<(u32, u32)> {
         let mut kept = self.counts.lock().await;
+        let wait = self.config.broker_wait;
         if !kept
             .as_ref()
             .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected())
@@ -317,26 +418,41 @@ impl QueueTrigger {
             )
             .await
             .ok()?;
-            let channel = connection.create_channel().await.ok()?;
+            let channel = within(wait, "opening a channel", connection.create_channel())
+                .await
+                .ok()?;
             *kept = Some((connection, channel));
         }
         let (_, channel) = kept.as_ref()?;
-        match channel
-            .queue_declare(
-                self.spec.queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-        {
+        let declare = channel.queue_declare(
+            self.spec.queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        );
+        match within(wait, "a passive queue.declare", declare).await {
             Ok(q) => Some((q.message_count(), q.consumer_count())),
             Err(_) => {
                 *kept = None;
                 None
             }
         }
+    }
+}
+
+/// Settles deliveries within the broker wait. An acker whose channel already
+/// died answers `false`: that batch is the broker's to redeliver, and the
+/// poller must reconnect, so that is an error here too.
+async fn settle(
+    wait: Duration,
+    what: &'static str,
+    answer: impl std::future::Future<Output = lapin::Result<bool>>,
+) -> anyhow::Result<()> {
+    if within(wait, what, answer).await? {
+        Ok(())
+    } else {
+        anyhow::bail!("{what}: the channel closed first; the broker redelivers the batch")
     }
 }

@@ -5,7 +5,13 @@
 //!   kept warm); an instance idle past the idle timeout is stopped (above min).
 //! - The deadline is enforced as the platform does: at the timeout the process is
 //!   killed and the invocation fails with `Sandbox.Timedout`; the next one gets a
-//!   fresh instance.
+//!   fresh instance. The deadline belongs to the pool, not to the caller: an
+//!   invocation runs in a task of its own, so a caller that goes away (a client
+//!   that hung up on the gateway) cannot take the deadline with it.
+//! - An instance that answered but does not ask for its next event within the
+//!   timeout is hung (its runtime is stuck after the handler): it is killed and
+//!   replaced. An invocation that finds no instance within the timeout (every
+//!   one busy) fails with `TooManyRequestsException`, as a throttled invoke does.
 //! - A process that exits is replaced; its invocation fails with `Runtime.ExitError`.
 //! - With freezing on, an instance that asks for its next event is stopped
 //!   (SIGSTOP) and resumed (SIGCONT) only to take one, as Lambda freezes idle
@@ -96,6 +102,8 @@ struct Instance {
     inbox: Arc<Mutex<mpsc::Receiver<Invocation>>>,
     /// The invocation it is running, and where its outcome goes.
     current: Option<(String, oneshot::Sender<Outcome>)>,
+    /// When it answered its last invocation, until it asks for the next one.
+    answered: Option<Instant>,
 }
 
 enum Readiness {
@@ -109,6 +117,10 @@ pub struct Counters {
     pub invocations: AtomicU64,
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Instances killed for not asking for their next event after answering.
+    pub hung: AtomicU64,
+    /// Invocations that found no instance within the timeout.
+    pub throttles: AtomicU64,
     pub crashes: AtomicU64,
     pub cold_starts: AtomicU64,
 }
@@ -127,9 +139,13 @@ pub struct PoolStatus {
     pub function: String,
     pub instances: Vec<InstanceStatus>,
     pub in_flight: usize,
+    /// Invocations waiting for an instance.
+    pub waiting: u64,
     pub invocations: u64,
     pub errors: u64,
     pub timeouts: u64,
+    pub hung: u64,
+    pub throttles: u64,
     pub crashes: u64,
     pub cold_starts: u64,
 }
@@ -181,6 +197,7 @@ impl Pool {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let Some(pool) = pool.upgrade() else { return };
                 pool.reap_idle().await;
+                pool.reap_hung().await;
                 pool.keep_warm().await;
             }
         });
@@ -258,6 +275,7 @@ impl Pool {
                 mailbox,
                 inbox: Arc::new(Mutex::new(inbox)),
                 current: None,
+                answered: None,
             },
         );
         drop(instances);
@@ -333,6 +351,7 @@ impl Pool {
             return Some(instance.inbox.clone());
         }
         instance.state = InstanceState::Idle;
+        instance.answered = None;
         instance.last_used = Instant::now();
         if self.freeze_idle {
             signal(instance.pid, libc::SIGSTOP);
@@ -352,6 +371,7 @@ impl Pool {
         match instance.current.take() {
             Some((current, done)) if current == request_id => {
                 let _ = done.send(outcome);
+                instance.answered = Some(Instant::now());
                 true
             }
             other => {
@@ -367,9 +387,19 @@ impl Pool {
     }
 
     /// Invokes the function once (RequestResponse), starting an instance if none is free.
+    /// The invocation runs in a task of the pool's: if the caller goes away,
+    /// it still ends, by its answer or by its deadline.
     pub async fn invoke(self: &Arc<Self>, payload: Bytes) -> Outcome {
         self.counters.invocations.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.invoke_inner(payload).await;
+        let pool = self.clone();
+        let outcome = tokio::spawn(async move { pool.invoke_inner(payload).await })
+            .await
+            .unwrap_or_else(|e| {
+                Outcome::platform_error(
+                    "Runtime.Unknown",
+                    &format!("the invocation task failed: {e}"),
+                )
+            });
         if !outcome.is_success() {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -448,7 +478,22 @@ impl Pool {
 
     async fn acquire_inner(self: &Arc<Self>) -> Result<u64, Outcome> {
         let since = Instant::now();
+        // As long as a cold start may take, and no less than the function's timeout.
+        let patience = self.spec.timeout.max(INIT_TIMEOUT + Duration::from_secs(1));
         loop {
+            if since.elapsed() >= patience {
+                self.counters.throttles.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(function = %self.spec.name, waited_ms = since.elapsed().as_millis() as u64, "no instance became free; invocation throttled");
+                return Err(Outcome::platform_error(
+                    "TooManyRequestsException",
+                    &format!(
+                        "Rate Exceeded. No instance of {} became free within {} s (max_instances {})",
+                        self.spec.name,
+                        patience.as_secs(),
+                        self.spec.max_instances
+                    ),
+                ));
+            }
             self.scale_up().await;
             let readiness = {
                 let mut rx = self.ready_rx.lock().await;
@@ -540,6 +585,26 @@ impl Pool {
         }
     }
 
+    /// Kills instances that answered but have not asked for their next event
+    /// within the function's timeout: their runtime is stuck after the handler.
+    async fn reap_hung(&self) {
+        let mut instances = self.instances.lock().await;
+        for (id, instance) in instances.iter_mut() {
+            if instance.state == InstanceState::Busy
+                && instance.current.is_none()
+                && instance
+                    .answered
+                    .is_some_and(|at| at.elapsed() >= self.spec.timeout)
+            {
+                self.counters.hung.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(function = %self.spec.name, instance = id, pid = instance.pid, timeout_s = self.spec.timeout.as_secs(), "instance answered but did not ask for its next event; killed as hung");
+                instance.state = InstanceState::Retiring;
+                signal(instance.pid, libc::SIGCONT);
+                signal(instance.pid, libc::SIGKILL);
+            }
+        }
+    }
+
     async fn reap_idle(&self) {
         let mut instances = self.instances.lock().await;
         let min = self.spec.min_instances as usize;
@@ -590,10 +655,13 @@ impl Pool {
         PoolStatus {
             function: self.spec.name.clone(),
             in_flight: instances.values().filter(|i| i.current.is_some()).count(),
+            waiting: self.waiting.load(Ordering::SeqCst),
             instances: list,
             invocations: c.invocations.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             timeouts: c.timeouts.load(Ordering::Relaxed),
+            hung: c.hung.load(Ordering::Relaxed),
+            throttles: c.throttles.load(Ordering::Relaxed),
             crashes: c.crashes.load(Ordering::Relaxed),
             cold_starts: c.cold_starts.load(Ordering::Relaxed),
         }

@@ -211,8 +211,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     let connection = broker::connect(&config, "stratus-local").await?;
-    broker::declare_topology(&connection, &topology).await?;
-    let _ = connection.close(200, "declared".into()).await;
+    broker::within(
+        config.broker_wait * 10,
+        "the topology's declarations",
+        broker::declare_topology(&connection, &topology),
+    )
+    .await?;
+    let _ = broker::within(
+        config.broker_wait,
+        "closing the connection",
+        connection.close(200, "declared".into()),
+    )
+    .await;
     std::fs::create_dir_all(&config.home)
         .with_context(|| format!("creating STRATUS_HOME {}", config.home.display()))?;
     prepare_store(&config).await?;

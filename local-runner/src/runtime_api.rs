@@ -311,6 +311,127 @@ mod tests {
         }
     }
 
+    /// Plays instance `instance`'s runtime up to its first event: its request id.
+    async fn take_event(client: &reqwest::Client, addr: &str, instance: u64) -> String {
+        let base = format!("http://{addr}/fn/f/{instance}/2018-06-01/runtime");
+        let next = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                let r = client
+                    .get(format!("{base}/invocation/next"))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("instance {instance} got no event"));
+        next.headers()["lambda-runtime-aws-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn answer(client: &reqwest::Client, addr: &str, instance: u64, request_id: &str) {
+        let r = client
+            .post(format!(
+                "http://{addr}/fn/f/{instance}/2018-06-01/runtime/invocation/{request_id}/response"
+            ))
+            .body("{\"ok\":true}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+
+    async fn wait_for_count(pool: &Pool, what: &str, count: impl Fn(&Pool) -> u64) {
+        let reached = tokio::time::timeout(Duration::from_secs(15), async {
+            while count(pool) == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(reached.is_ok(), "{what}: not counted within 15 s");
+    }
+
+    /// The invocation after a replaced instance runs on a fresh one and succeeds.
+    async fn the_next_invocation_succeeds(pool: &Arc<Pool>, client: &reqwest::Client, addr: &str) {
+        let invoking = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.invoke(Bytes::from_static(b"{}")).await }
+        });
+        let request_id = take_event(client, addr, 2).await;
+        answer(client, addr, 2, &request_id).await;
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), invoking)
+                .await
+                .expect("the next invocation ended")
+                .unwrap(),
+            Outcome::Success(Bytes::from_static(b"{\"ok\":true}"))
+        );
+    }
+
+    /// A caller that goes away mid-invocation (a client that hung up on the
+    /// gateway drops its request's future) leaves the deadline in force: the
+    /// stuck instance is killed at the timeout and replaced. The deadline used
+    /// to live in the caller's future, so it went with it: the instance stayed
+    /// busy for good, and every later invocation waited for it.
+    #[tokio::test]
+    async fn a_caller_that_goes_away_does_not_take_the_deadline_with_it() {
+        let dir =
+            std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (addr, pool) = serve(&dir).await;
+        let client = reqwest::Client::new();
+        let caller = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.invoke(Bytes::from_static(b"{}")).await }
+        });
+        // Instance 1 takes the event and never answers; its caller goes away.
+        let _request_id = take_event(&client, &addr, 1).await;
+        caller.abort();
+        wait_for_count(&pool, "the timeout", |p| {
+            p.counters
+                .timeouts
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .await;
+        let status = pool.status().await;
+        assert_eq!(status.in_flight, 0);
+        the_next_invocation_succeeds(&pool, &client, &addr).await;
+        pool.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An instance that answered but never asks for its next event is hung:
+    /// it is killed within the timeout and the next invocation gets a fresh one.
+    #[tokio::test]
+    async fn an_instance_that_answers_and_never_asks_again_is_replaced() {
+        let dir =
+            std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (addr, pool) = serve(&dir).await;
+        let client = reqwest::Client::new();
+        let invoking = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.invoke(Bytes::from_static(b"{}")).await }
+        });
+        let request_id = take_event(&client, &addr, 1).await;
+        answer(&client, &addr, 1, &request_id).await;
+        assert!(invoking.await.unwrap().is_success());
+        // Instance 1 does not come back for more.
+        wait_for_count(&pool, "the hung instance", |p| {
+            p.counters.hung.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .await;
+        the_next_invocation_succeeds(&pool, &client, &addr).await;
+        pool.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn the_runtime_api_contract() {
         let dir =

@@ -55,7 +55,7 @@ pub fn render(status: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    out.push_str("FUNCTION              INSTANCES  IN-FLIGHT  INVOCATIONS  ERRORS  TIMEOUTS  CRASHES  COLD-STARTS\n");
+    out.push_str("FUNCTION              INSTANCES  IN-FLIGHT  WAITING  INVOCATIONS  ERRORS  TIMEOUTS  HUNG  THROTTLED  CRASHES  COLD-STARTS\n");
     for f in status["functions"].as_array().into_iter().flatten() {
         let instances = f["instances"].as_array().map(|a| a.len()).unwrap_or(0);
         let frozen = f["instances"]
@@ -65,13 +65,16 @@ pub fn render(status: &serde_json::Value) -> String {
             .filter(|i| i["frozen"] == true)
             .count();
         out.push_str(&format!(
-            "{:<21} {:>9}  {:>9}  {:>11}  {:>6}  {:>8}  {:>7}  {:>11}{}\n",
+            "{:<21} {:>9}  {:>9}  {:>7}  {:>11}  {:>6}  {:>8}  {:>4}  {:>9}  {:>7}  {:>11}{}\n",
             s(&f["function"]),
             instances,
             s(&f["in_flight"]),
+            s(&f["waiting"]),
             s(&f["invocations"]),
             s(&f["errors"]),
             s(&f["timeouts"]),
+            s(&f["hung"]),
+            s(&f["throttles"]),
             s(&f["crashes"]),
             s(&f["cold_starts"]),
             if frozen > 0 {
@@ -81,18 +84,25 @@ pub fn render(status: &serde_json::Value) -> String {
             }
         ));
     }
-    out.push_str("\nQUEUE                          FUNCTION         DEPTH  CONSUMERS  POLLERS  BATCHES  FAILED  MESSAGES\n");
+    // POLLERS: consuming (a consumer on the broker) / wanted for the backlog, and the maximum.
+    out.push_str("\nQUEUE                          FUNCTION         DEPTH  CONSUMERS  POLLERS  BATCHES  FAILED  MESSAGES  RECONNECTS\n");
     for t in status["queue_triggers"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "{:<30} {:<15} {:>6}  {:>9}  {:>7}  {:>7}  {:>6}  {:>8}\n",
+            "{:<30} {:<15} {:>6}  {:>9}  {:>7}  {:>7}  {:>6}  {:>8}  {:>10}\n",
             s(&t["queue"]),
             s(&t["function"]),
             s(&t["depth"]),
             s(&t["consumers"]),
-            format!("{}/{}", s(&t["pollers"]), s(&t["max_pollers"])),
+            format!(
+                "{}/{} ({})",
+                s(&t["pollers"]),
+                s(&t["wanted"]),
+                s(&t["max_pollers"])
+            ),
             s(&t["batches"]),
             s(&t["failed_batches"]),
-            s(&t["messages"])
+            s(&t["messages"]),
+            s(&t["reconnects"])
         ));
     }
     let processes = status["processes"].as_array().cloned().unwrap_or_default();

@@ -120,7 +120,7 @@ impl Platform {
     }
 
     /// A signed query string (v3, expiring in 10 minutes unless `params` says otherwise).
-    fn signed(key: &str, secret: &str, params: &[(&str, &str)]) -> String {
+    pub fn signed(key: &str, secret: &str, params: &[(&str, &str)]) -> String {
         let mut pairs: Vec<(String, String)> = vec![
             ("apiKey".into(), key.into()),
             ("response".into(), "json".into()),

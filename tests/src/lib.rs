@@ -3,6 +3,7 @@
 
 pub mod cloudstack;
 pub mod events;
+pub mod faults;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -30,6 +30,28 @@ pub enum BrokerError {
     Topology(#[from] stratus_contracts::LoadError),
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
+    /// The broker did not answer within the bound (`STRATUS_BROKER_WAIT_MS`):
+    /// the link is to be given up, never waited on again.
+    #[error("the broker did not answer {what} within {} ms", wait.as_millis())]
+    Timeout {
+        what: &'static str,
+        wait: std::time::Duration,
+    },
+}
+
+/// Waits at most `wait` for one answer from the broker. Every wait on the
+/// broker goes through here, so that a broker that stalls (paused, partitioned,
+/// blocked) or a connection that died without a word can hold nothing for
+/// longer than the bound.
+pub async fn within<T, E: Into<BrokerError>>(
+    wait: std::time::Duration,
+    what: &'static str,
+    answer: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(wait, answer).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(BrokerError::Timeout { what, wait }),
+    }
 }
 
 /// The topology this process uses: `STRATUS_TOPOLOGY`'s file, or the built-in one,
@@ -42,55 +64,25 @@ pub fn topology(config: &Config) -> Result<Topology, BrokerError> {
     Ok(t.with_external_events_exchange(&config.events_exchange))
 }
 
-/// The broker URL with its password hidden, for messages.
-pub fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
+pub use stratus_contracts::config::redacted_url;
 
-/// Opens a connection that fails fast: for start-up checks and for consumers
-/// that rebuild themselves (with their topology) when the connection drops.
+/// Opens a connection, bounded by the configured broker wait (TCP, TLS and the
+/// AMQP handshake together). There is no automatic recovery: whoever holds a
+/// connection notices it failing (an error, a timeout, its status) and opens
+/// a new one, so that nothing ever waits on a connection that is recovering.
 pub async fn connect(config: &Config, connection_name: &str) -> Result<Connection, BrokerError> {
-    open(
-        config,
-        ConnectionProperties::default().with_connection_name(connection_name.into()),
-    )
+    let props = ConnectionProperties::default().with_connection_name(connection_name.into());
+    let unreachable = |source| BrokerError::Unreachable {
+        url: redacted_url(&config.amqp_url),
+        vhost: config.amqp_vhost.clone(),
+        source,
+    };
+    within(config.broker_wait, "the connection handshake", async {
+        Connection::connect(&config.amqp_uri(), props)
+            .await
+            .map_err(unreachable)
+    })
     .await
-}
-
-/// Opens a long-lived connection with lapin's automatic recovery: after a
-/// broker restart it reconnects and restores its channels. The TCP retries are
-/// bounded (about 10 s in all), so that a broker that stays down surfaces as
-/// an error instead of a hang.
-pub async fn connect_recovering(
-    config: &Config,
-    connection_name: &str,
-) -> Result<Connection, BrokerError> {
-    let props = ConnectionProperties::default()
-        .with_connection_name(connection_name.into())
-        .configure_backoff(|b| {
-            b.with_min_delay(std::time::Duration::from_millis(100))
-                .with_max_delay(std::time::Duration::from_secs(2))
-                .with_max_times(8)
-        })
-        .enable_auto_recover();
-    open(config, props).await
-}
-
-async fn open(config: &Config, props: ConnectionProperties) -> Result<Connection, BrokerError> {
-    Connection::connect(&config.amqp_uri(), props)
-        .await
-        .map_err(|source| BrokerError::Unreachable {
-            url: redacted_url(&config.amqp_url),
-            vhost: config.amqp_vhost.clone(),
-            source,
-        })
 }
 
 /// The queue arguments, every one stated, so that RabbitMQ 3.10 and 4.x behave alike.

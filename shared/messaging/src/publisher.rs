@@ -1,6 +1,11 @@
 //! Confirmed, persistent publishing. Every publish waits for the broker's
 //! confirm; publishes to a mandatory exchange that no queue takes come back as
 //! [`PublishError::Unroutable`], never silently dropped.
+//!
+//! Every wait is bounded by the configured broker wait (`STRATUS_BROKER_WAIT_MS`):
+//! opening the link, and each window of confirms. A link that failed or timed
+//! out is given up and a fresh one opened for the next publish, so a broker
+//! restart or stall can cost a caller at most a few bounds, never a hang.
 
 use std::sync::Arc;
 
@@ -68,8 +73,28 @@ struct Link {
     channel: Channel,
 }
 
-/// A publisher that reconnects when its connection has died (for instance
-/// while a Lambda environment was frozen and missed its heartbeats).
+impl Link {
+    fn usable(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
+    }
+
+    /// Gives the link up: its close is sent in the background, bounded, so
+    /// that a broker that does not answer holds nobody.
+    fn discard(self, wait: std::time::Duration) {
+        tokio::spawn(async move {
+            let _ = broker::within(
+                wait,
+                "closing a given-up link",
+                self.connection.close(200, "link given up".into()),
+            )
+            .await;
+        });
+    }
+}
+
+/// A publisher that opens a fresh link when its last one has died or stalled
+/// (after a broker restart, or while a Lambda environment was frozen and
+/// missed its heartbeats).
 pub struct Publisher {
     config: Config,
     topology: Arc<Topology>,
@@ -92,11 +117,16 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Link, BrokerError> {
-        let connection = broker::connect_recovering(&self.config, &self.name).await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let wait = self.config.broker_wait;
+        let connection = broker::connect(&self.config, &self.name).await?;
+        let channel =
+            broker::within(wait, "opening a channel", connection.create_channel()).await?;
+        broker::within(
+            wait,
+            "confirm.select",
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
         Ok(Link {
             connection,
             channel,
@@ -104,26 +134,35 @@ impl Publisher {
     }
 
     /// Publishes every message and waits for all confirms, in windows of
-    /// [`CONFIRM_WINDOW`]. Retries once on a fresh connection when the link fails.
+    /// [`CONFIRM_WINDOW`], each bounded by the broker wait. When the link
+    /// fails (a restart leaves it looking alive until it is used), it retries
+    /// once on a fresh link; after a timeout it does not (the broker has
+    /// stalled, and a second wait would double the caller's).
     pub async fn publish_all(&self, messages: &[Outgoing]) -> Result<(), PublishError> {
         if messages.is_empty() {
             return Ok(());
         }
+        let wait = self.config.broker_wait;
         let mut guard = self.link.lock().await;
         for round in 0..2 {
-            let usable = guard.as_ref().is_some_and(|l| {
-                l.connection.status().connected() && l.channel.status().connected()
-            });
-            if !usable {
+            if !guard.as_ref().is_some_and(Link::usable) {
+                if let Some(old) = guard.take() {
+                    old.discard(wait);
+                }
                 *guard = Some(self.open().await?);
             }
             let link = guard.as_ref().expect("link opened above");
-            match publish_on(&link.channel, &self.topology, messages).await {
-                Err(PublishError::Amqp(e)) if round == 0 => {
-                    tracing::warn!(error = %e, "publish failed; reconnecting once");
+            let result = publish_on(&link.channel, &self.topology, messages, wait).await;
+            match result {
+                Err(e @ (PublishError::Amqp(_) | PublishError::Broker(_))) => {
                     if let Some(old) = guard.take() {
-                        let _ = old.connection.close(200, "reconnecting".into()).await;
+                        old.discard(wait);
                     }
+                    if round == 0 && matches!(e, PublishError::Amqp(_)) {
+                        tracing::warn!(error = %e, "publish failed; once more on a fresh link");
+                        continue;
+                    }
+                    return Err(e);
                 }
                 other => return other,
             }
@@ -137,54 +176,78 @@ impl Publisher {
 
     pub async fn close(&self) {
         if let Some(link) = self.link.lock().await.take() {
-            let _ = link.connection.close(200, "bye".into()).await;
+            let _ = broker::within(
+                self.config.broker_wait,
+                "closing the connection",
+                link.connection.close(200, "bye".into()),
+            )
+            .await;
         }
     }
 }
 
 /// Publishes on a channel already in confirm mode.
+/// Each window (its publishes and their confirms) is bounded by `wait`.
 pub async fn publish_on(
     channel: &Channel,
     topology: &Topology,
     messages: &[Outgoing],
+    wait: std::time::Duration,
 ) -> Result<(), PublishError> {
     for window in messages.chunks(CONFIRM_WINDOW) {
-        let mut pending = Vec::with_capacity(window.len());
-        for m in window {
-            let mandatory = topology.is_mandatory(&m.exchange);
-            let confirm = channel
-                .basic_publish(
-                    m.exchange.as_str().into(),
-                    m.routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory,
-                        ..Default::default()
-                    },
-                    &m.body,
-                    m.properties.clone(),
-                )
-                .await?;
-            pending.push((m, confirm));
-        }
-        for (m, confirm) in pending {
-            match confirm.await? {
-                Confirmation::Ack(None) => {}
-                Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                    return Err(PublishError::Unroutable {
-                        exchange: m.exchange.clone(),
-                        routing_key: m.routing_key.clone(),
-                        reply_code: returned.reply_code,
-                        reply_text: returned.reply_text.to_string(),
-                    });
-                }
-                Confirmation::Nack(None) => {
-                    return Err(PublishError::Nacked {
-                        exchange: m.exchange.clone(),
-                        routing_key: m.routing_key.clone(),
-                    });
-                }
-                Confirmation::NotRequested => unreachable!("the channel is in confirm mode"),
+        match tokio::time::timeout(wait, publish_window(channel, topology, window)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(PublishError::Broker(BrokerError::Timeout {
+                    what: "publisher confirms",
+                    wait,
+                }));
             }
+        }
+    }
+    Ok(())
+}
+
+async fn publish_window(
+    channel: &Channel,
+    topology: &Topology,
+    window: &[Outgoing],
+) -> Result<(), PublishError> {
+    let mut pending = Vec::with_capacity(window.len());
+    for m in window {
+        let mandatory = topology.is_mandatory(&m.exchange);
+        let confirm = channel
+            .basic_publish(
+                m.exchange.as_str().into(),
+                m.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory,
+                    ..Default::default()
+                },
+                &m.body,
+                m.properties.clone(),
+            )
+            .await?;
+        pending.push((m, confirm));
+    }
+    for (m, confirm) in pending {
+        match confirm.await? {
+            Confirmation::Ack(None) => {}
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                return Err(PublishError::Unroutable {
+                    exchange: m.exchange.clone(),
+                    routing_key: m.routing_key.clone(),
+                    reply_code: returned.reply_code,
+                    reply_text: returned.reply_text.to_string(),
+                });
+            }
+            Confirmation::Nack(None) => {
+                return Err(PublishError::Nacked {
+                    exchange: m.exchange.clone(),
+                    routing_key: m.routing_key.clone(),
+                });
+            }
+            Confirmation::NotRequested => unreachable!("the channel is in confirm mode"),
         }
     }
     Ok(())
