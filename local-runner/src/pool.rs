@@ -392,18 +392,22 @@ impl Pool {
     pub async fn invoke(self: &Arc<Self>, payload: Bytes) -> Outcome {
         self.counters.invocations.fetch_add(1, Ordering::Relaxed);
         let pool = self.clone();
-        let outcome = tokio::spawn(async move { pool.invoke_inner(payload).await })
-            .await
-            .unwrap_or_else(|e| {
-                Outcome::platform_error(
-                    "Runtime.Unknown",
-                    &format!("the invocation task failed: {e}"),
-                )
-            });
-        if !outcome.is_success() {
+        tokio::spawn(async move {
+            let outcome = pool.invoke_inner(payload).await;
+            // Counted here, where it is known even when nobody waits for it.
+            if !outcome.is_success() {
+                pool.counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            outcome
+        })
+        .await
+        .unwrap_or_else(|e| {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        outcome
+            Outcome::platform_error(
+                "Runtime.Unknown",
+                &format!("the invocation task failed: {e}"),
+            )
+        })
     }
 
     async fn invoke_inner(self: &Arc<Self>, payload: Bytes) -> Outcome {

@@ -416,3 +416,64 @@ async fn a_message_that_crashes_its_function_is_parked_and_the_instance_replaced
     );
     stratus_tests::assert_echo_flows(&env, &publisher, &runner, "after").await;
 }
+
+/// An invocation whose caller hangs up (a client that gave up on the Invoke
+/// API, or on the gateway) still ends at its deadline: the instance is killed
+/// and counted as a timeout, and the next invocation is served. The deadline
+/// used to live in the caller's request: hyper dropped it with the
+/// connection, the instance stayed busy for good, and every later invocation
+/// waited for it (issue 14: `IN-FLIGHT 4 TIMEOUTS 0`, the API gone).
+#[tokio::test]
+async fn an_invocation_whose_caller_hangs_up_still_ends_at_its_deadline() {
+    let env = TestEnv::new("hangup");
+    let manifest = diag_manifest(|m| {
+        m["functions"][0]["timeout_seconds"] = 2.into();
+        m["functions"][0]["max_instances"] = 1.into();
+    });
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest,
+            topology: None,
+            extra_args: vec![],
+        },
+    );
+    let url = format!(
+        "http://{}/2015-03-31/functions/diag/invocations",
+        runner.runtime_api
+    );
+    let slow =
+        stratus_tests::events::rmq_sample(diag::SLEEP, &serde_json::json!({ "millis": 60000 }));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    assert!(
+        impatient.post(&url).json(&slow).send().await.is_err(),
+        "the sleep answered"
+    );
+    let s = runner
+        .wait_for("the timeout counted", Duration::from_secs(15), |s| {
+            fn_status(s, "diag")["timeouts"] == 1 && fn_status(s, "diag")["in_flight"] == 0
+        })
+        .await;
+    assert_eq!(fn_status(&s, "diag")["errors"], 1, "{s:#}");
+    // The next invocation gets a fresh instance and its answer.
+    let echo =
+        stratus_tests::events::rmq_sample(diag::ECHO, &serde_json::json!({ "text": "next" }));
+    let answer = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+        .post(&url)
+        .json(&echo)
+        .send()
+        .await
+        .expect("the next invocation answered");
+    assert_eq!(answer.status(), 200);
+    assert!(
+        answer.headers().get("x-amz-function-error").is_none(),
+        "{:?}",
+        answer.text().await
+    );
+}
