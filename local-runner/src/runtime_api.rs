@@ -260,55 +260,15 @@ mod tests {
             m = marker.display()
         );
         let (addr, pool) = serve_script(&dir, &shell, 1).await;
-        let died = tokio::time::timeout(Duration::from_secs(10), async {
-            while pool
-                .counters
+        wait_for_count(&pool, "the first instance's death during init", |p| {
+            p.counters
                 .crashes
                 .load(std::sync::atomic::Ordering::Relaxed)
-                == 0
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
         })
         .await;
-        assert!(died.is_ok(), "the first instance did not die during init");
 
-        let invoking = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.invoke(Bytes::from_static(b"{}")).await }
-        });
-        // The replacement is instance 2; play its runtime.
-        let base = format!("http://{addr}/fn/f/2/2018-06-01/runtime");
-        let client = reqwest::Client::new();
-        let next = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let r = client
-                    .get(format!("{base}/invocation/next"))
-                    .send()
-                    .await
-                    .unwrap();
-                if r.status() == 200 {
-                    return r;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("no replacement instance was started");
-        let request_id = next.headers()["lambda-runtime-aws-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        client
-            .post(format!("{base}/invocation/{request_id}/response"))
-            .body("{\"ok\":true}")
-            .send()
-            .await
-            .unwrap();
-        match invoking.await.unwrap() {
-            Outcome::Success(body) => assert_eq!(body, Bytes::from_static(b"{\"ok\":true}")),
-            Outcome::Error(body) => panic!("failed: {}", String::from_utf8_lossy(&body)),
-        }
+        // The replacement is instance 2; its runtime is played.
+        the_next_invocation_succeeds(&pool, &reqwest::Client::new(), &addr).await;
     }
 
     /// Plays instance `instance`'s runtime up to its first event: its request id.

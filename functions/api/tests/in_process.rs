@@ -32,13 +32,7 @@ async fn world() -> World {
     let alice = person(&store, &root, "alice", AccountType::User).await;
     let bob = person(&store, &root, "bob", AccountType::User).await;
     let f = Fixture::default();
-    store
-        .create(&Zone {
-            id: f.zone,
-            ..Zone::sample(&f)
-        })
-        .await
-        .unwrap();
+    common::zone(&store).await;
     let bobs_vm = Vm {
         account_id: bob.account.id,
         domain_id: root.id,

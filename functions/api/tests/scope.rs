@@ -206,13 +206,7 @@ async fn world() -> World {
         party(&store, &child, "dadminc", AccountType::DomainAdmin, 6).await,
     ];
     let f = Fixture::default();
-    store
-        .create(&Zone {
-            id: f.zone,
-            ..Zone::sample(&f)
-        })
-        .await
-        .unwrap();
+    common::zone(&store).await;
     World {
         api: Api::new(store, None, Arc::new(Defaults::default())),
         parties,

@@ -6,17 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
 use serde_json::Value;
-use stratus_cloudstack::signature;
 use stratus_contracts::settings::{
     Pending, REGISTRY, ScopeId, Setting, SettingsSource, find, kv_key,
 };
-use stratus_fn_api::{Api, Request};
+use stratus_fn_api::Api;
 use stratus_model::samples::{Fixture, Sample};
 use stratus_model::*;
-use stratus_store::sqlite::SqliteStore;
-use stratus_store::{Backend, Store};
+
+mod common;
+use common::Who;
 
 /// Settings kept in memory under their KV keys, as Consul would keep them.
 #[derive(Default)]
@@ -76,75 +75,23 @@ fn seeded(name: &str) -> &'static str {
 struct World {
     api: Api,
     memory: Arc<Memory>,
-    key: String,
-    secret: String,
+    admin: Who,
     cluster: String,
     domain: String,
 }
 
 async fn world() -> World {
-    let path =
-        std::env::temp_dir().join(format!("api-settings-{}.db", uuid::Uuid::new_v4().simple()));
-    let store = Arc::new(Store::new(Backend::Sqlite(
-        SqliteStore::open(&path, "t_").unwrap(),
-    )));
-    let root = Domain {
-        id: Domain::id_for("ROOT"),
-        name: "ROOT".into(),
-        parent_id: None,
-        path: "ROOT".into(),
-        created: Utc::now(),
-    };
-    store.create(&root).await.unwrap();
-    let account = Account {
-        id: Account::id_for(root.id, "admin"),
-        name: "admin".into(),
-        domain_id: root.id,
-        account_type: AccountType::Admin,
-        state: AccountState::Enabled,
-        created: Utc::now(),
-    };
-    let user = User {
-        id: User::id_for(root.id, "admin"),
-        account_id: account.id,
-        username: "admin".into(),
-        password_hash: String::new(),
-        firstname: "admin".into(),
-        lastname: "Test".into(),
-        email: "admin@example.com".into(),
-        state: AccountState::Enabled,
-        created: Utc::now(),
-    };
-    store.create(&account).await.unwrap();
-    store.create(&user).await.unwrap();
-    let (key, secret) = ("key-admin".to_string(), "secret-admin".to_string());
-    store
-        .create(&ApiKey {
-            id: ApiKey::id_for(&key),
-            api_key: key.clone(),
-            secret_key: secret.clone(),
-            user_id: user.id,
-            account_id: account.id,
-            created: Utc::now(),
-        })
-        .await
-        .unwrap();
-    let f = Fixture::default();
-    store
-        .create(&Zone {
-            id: f.zone,
-            ..Zone::sample(&f)
-        })
-        .await
-        .unwrap();
-    let cluster = Cluster::sample(&f);
+    let store = common::store();
+    let root = common::domain(&store, "ROOT", None).await;
+    let admin = common::person(&store, &root, "admin", AccountType::Admin).await;
+    common::zone(&store).await;
+    let cluster = Cluster::sample(&Fixture::default());
     store.create(&cluster).await.unwrap();
     let memory = Arc::new(Memory::default());
     World {
         api: Api::new(store, None, memory.clone()),
         memory,
-        key,
-        secret,
+        admin,
         cluster: cluster.id.to_string(),
         domain: root.id.to_string(),
     }
@@ -152,25 +99,8 @@ async fn world() -> World {
 
 impl World {
     async fn call(&self, params: &[(&str, &str)]) -> (u16, Value) {
-        let mut pairs: Vec<(String, String)> = vec![
-            ("apiKey".into(), self.key.clone()),
-            ("response".into(), "json".into()),
-        ];
-        pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let query = signature::signed_query(&pairs, &self.secret);
-        let r = self
-            .api
-            .handle(&Request {
-                method: "GET".into(),
-                raw_query: query,
-                body: vec![],
-                content_type: Some("application/x-www-form-urlencoded".into()),
-                cookies: vec![],
-                request_id: "test".into(),
-            })
-            .await;
-        let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
-        (r.status, v["updateconfigurationresponse"].clone())
+        let (status, v) = common::call(&self.api, &self.admin, params).await;
+        (status, v["updateconfigurationresponse"].clone())
     }
 
     /// Every setting back to its seeded value (globally, and for the

@@ -83,6 +83,19 @@ pub async fn person(store: &Store, domain: &Domain, name: &str, t: AccountType) 
     }
 }
 
+/// The sample zone, under the fixture's id.
+pub async fn zone(store: &Store) -> Zone {
+    let f = stratus_model::samples::Fixture::default();
+    store
+        .create(&Zone {
+            id: f.zone,
+            ..stratus_model::samples::Sample::sample(&f)
+        })
+        .await
+        .unwrap()
+        .value
+}
+
 /// A signed GET by `who`, answered in JSON.
 pub async fn call(api: &Api, who: &Who, params: &[(&str, &str)]) -> (u16, Value) {
     let mut pairs: Vec<(String, String)> = vec![
