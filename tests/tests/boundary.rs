@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use stratus_tests::cloudstack::Platform;
 use stratus_tests::{Runner, RunnerOptions, TestEnv, diag_manifest, root};
 
 fn mode(path: &Path) -> u32 {
@@ -174,4 +175,40 @@ async fn an_instances_runtime_api_needs_its_secret() {
     );
     // Its secret is in no log line: the runner's log shows no runtime URL.
     assert!(!runner.log().contains("/fn/diag/1/"), "{}", runner.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_answers_no_secret_and_the_keys_stay_private() {
+    let env = TestEnv::new("boundary-keys");
+    let p = Platform::start(&env);
+    let ini = env.home.join("cloudstack.ini");
+    // The first start's answer went to the log: no key in it.
+    let log = p.runner.log();
+    assert!(!log.contains(&p.secret), "the secret key is in the log");
+    assert!(!log.contains(&p.key), "the API key is in the log");
+
+    // Invoked again, through the authorised path, it answers without a secret.
+    let again = p
+        .runner
+        .invoke("bootstrap", &json!({ "endpoint": p.endpoint }))
+        .await;
+    assert_eq!(again.status(), 200);
+    assert!(again.headers().get("x-amz-function-error").is_none());
+    let text = again.text().await.unwrap();
+    assert!(!text.contains(&p.secret), "the secret key in {text}");
+    assert!(!text.contains(&p.key), "the API key in {text}");
+    assert!(!text.contains("password"), "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["created"], 0, "{answer}");
+    assert_eq!(answer["ini"], ini.display().to_string());
+    // The keys are where they were, only the runner's user can read them, and they still work.
+    let text = std::fs::read_to_string(&ini).unwrap();
+    assert!(text.contains(&format!("secret = {}", p.secret)));
+    assert_eq!(mode(&ini), 0o600, "cloudstack.ini");
+    assert_eq!(mode(&env.home), 0o700, "STRATUS_HOME");
+    assert_private(&ini);
+    // The store holds every key too.
+    assert_private(&env.home.join("stratus.db"));
+    let (code, zones) = p.get(&[("command", "listZones")]).await;
+    assert_eq!(code, 200, "{zones}");
 }
