@@ -428,6 +428,9 @@ fn write_manifest(home: &Path, batch_size: u16) -> anyhow::Result<PathBuf> {
 pub(crate) struct Runner {
     child: Child,
     status_url: String,
+    /// The runner's token for its status (from its 0600 `local-runner.json`).
+    token: String,
+    http: reqwest::Client,
     /// The HTTP gateway's address, when the manifest has HTTP routes.
     pub gateway: Option<String>,
 }
@@ -466,6 +469,8 @@ impl Runner {
                         "http://{}/local/status",
                         v["runtime_api"].as_str().unwrap_or_default()
                     ),
+                    token: v["token"].as_str().unwrap_or_default().to_string(),
+                    http: reqwest::Client::new(),
                     gateway: v["gateway"].as_str().map(str::to_string),
                 });
             }
@@ -477,7 +482,15 @@ impl Runner {
     }
 
     pub(crate) async fn status(&self) -> anyhow::Result<serde_json::Value> {
-        Ok(reqwest::get(&self.status_url).await?.json().await?)
+        Ok(self
+            .http
+            .get(&self.status_url)
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     async fn wait_until_handled(&self, n: u64) -> anyhow::Result<serde_json::Value> {

@@ -12,7 +12,19 @@
 //! (`acquire`/`release`, refused during a lock-delay). The KV and sessions
 //! persist under `STRATUS_HOME`; registrations do not (as an agent restarted without its
 //! data dir, so processes re-register when their check is unknown). It is
-//! not Consul: one node, no Raft, no ACLs.
+//! not Consul: one node, no Raft.
+//!
+//! ACLs as Consul serves them with `default_policy = "deny"` and one
+//! management token (the runner makes it, keeps it in `$STRATUS_HOME/consul-token`
+//! and hands it to functions and processes as `CONSUL_HTTP_TOKEN`), taken
+//! from `X-Consul-Token`, `Authorization: Bearer` or `?token=`: an unknown
+//! token gets 403 `ACL not found`; a request without one is the anonymous
+//! token's, which may do nothing: a write, a single-key read or a session
+//! change gets 403 with Consul's text (`Permission denied: anonymous token
+//! lacks permission 'key:write' on "..."...`), and a listing (KV `recurse`
+//! or `keys`, catalog, health, sessions) comes back filtered to nothing, with
+//! `X-Consul-Results-Filtered-By-ACLs: true`. `status/leader` needs no token,
+//! as on Consul.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,6 +42,9 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
+
+/// Where the runner keeps the stand-in's ACL token, under `STRATUS_HOME` (0600).
+pub const TOKEN_FILE: &str = "consul-token";
 
 /// Consul's limit on a KV value.
 pub const MAX_VALUE: usize = 512 * 1024;
@@ -182,11 +197,17 @@ pub struct Consul {
     data: Mutex<Data>,
     changed: watch::Sender<u64>,
     file: Option<PathBuf>,
+    /// The one ACL token with rights (a management token).
+    token: String,
 }
 
 impl Consul {
-    /// A stand-in whose KV persists in `dir` (`consul-kv.json`), if given.
-    pub fn open(dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
+    /// A stand-in whose KV persists in `dir` (`consul-kv.json`), if given,
+    /// serving requests that carry `token` (see the module's ACLs).
+    pub fn open(dir: Option<PathBuf>, token: String) -> anyhow::Result<Arc<Self>> {
+        if token.is_empty() {
+            anyhow::bail!("the Consul stand-in needs an ACL token");
+        }
         let file = dir.map(|d| d.join("consul-kv.json"));
         let mut data = match &file {
             Some(f) if f.exists() => serde_json::from_slice(&std::fs::read(f)?)
@@ -206,6 +227,7 @@ impl Consul {
             data: Mutex::new(data),
             changed,
             file,
+            token,
         }))
     }
 
@@ -330,7 +352,180 @@ pub fn router(consul: Arc<Consul>) -> Router {
             get(kv_get_root).put(kv_put_root).delete(kv_delete_root),
         )
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .layer(axum::middleware::from_fn_with_state(consul.clone(), acl))
         .with_state(consul)
+}
+
+// ---- ACLs ----
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The token a request presents, where Consul looks for it: `?token=`,
+/// `X-Consul-Token`, then `Authorization: Bearer`.
+fn presented_token(request: &axum::extract::Request) -> Option<String> {
+    let from_query = Query::<TokenQuery>::try_from_uri(request.uri())
+        .ok()
+        .and_then(|q| q.0.token);
+    let from_header = || {
+        request
+            .headers()
+            .get("X-Consul-Token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let from_bearer = || crate::secrets::bearer(request.headers()).map(str::to_string);
+    [from_query, from_header(), from_bearer()]
+        .into_iter()
+        .flatten()
+        .find(|t| !t.is_empty())
+}
+
+/// Consul's ACL check (default policy deny, one management token).
+async fn acl(
+    State(consul): State<Arc<Consul>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // Consul answers its status endpoints whatever the token.
+    if request.uri().path().starts_with("/v1/status/") {
+        return next.run(request).await;
+    }
+    match presented_token(&request) {
+        Some(t) if crate::secrets::same(t.as_bytes(), consul.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => error(StatusCode::FORBIDDEN, "ACL not found"),
+        None => anonymous(&consul, request, next).await,
+    }
+}
+
+/// Consul's 403 for the anonymous token lacking `resource:access` on `name`.
+fn anonymous_denied(resource: &str, access: &str, name: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "Permission denied: anonymous token lacks permission '{resource}:{access}' on \"{name}\". The anonymous token is used implicitly when a request does not specify a token."
+        ),
+    )
+}
+
+/// A listing filtered by the ACLs to nothing: the handler's answer (so a
+/// blocking query still blocks, and its index stands) with `empty` for body
+/// (or a 404 without one, as Consul's KV answers an empty listing).
+fn filtered(answer: Response, empty: Option<&'static str>) -> Response {
+    let (mut parts, _) = answer.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        "X-Consul-Results-Filtered-By-ACLs",
+        HeaderValue::from_static("true"),
+    );
+    let body = match empty {
+        Some(json) if parts.status.is_success() => {
+            parts.headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            axum::body::Body::from(json)
+        }
+        _ => {
+            if parts.status.is_success() {
+                parts.status = StatusCode::NOT_FOUND;
+            }
+            parts.headers.remove(axum::http::header::CONTENT_TYPE);
+            axum::body::Body::empty()
+        }
+    };
+    Response::from_parts(parts, body)
+}
+
+/// Decodes a path's `%XX` escapes (a KV key as Consul reads it).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What the anonymous token gets under default policy deny.
+async fn anonymous(
+    consul: &Consul,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let read = request.method() == axum::http::Method::GET;
+    let listing = request
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|p| matches!(p.split('=').next(), Some("recurse") | Some("keys")));
+    if let Some(key) = path.strip_prefix("/v1/kv/") {
+        if read && listing {
+            return filtered(next.run(request).await, None);
+        }
+        return anonymous_denied(
+            "key",
+            if read { "read" } else { "write" },
+            &percent_decode(key),
+        );
+    }
+    let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    match segments.as_slice() {
+        ["agent", "service", "register"] => {
+            let body = axum::body::to_bytes(request.into_body(), 1024 * 1024)
+                .await
+                .unwrap_or_default();
+            let name = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["Name"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            anonymous_denied("service", "write", &name)
+        }
+        ["agent", "service", "deregister", id] => {
+            let id = percent_decode(id);
+            let agent = consul.agent.lock().expect("stand-in lock");
+            let name = agent
+                .services
+                .get(&id)
+                .map_or(id.clone(), |s| s.name.clone());
+            anonymous_denied("service", "write", &name)
+        }
+        ["agent", "check", _, id] => {
+            let id = percent_decode(id);
+            let agent = consul.agent.lock().expect("stand-in lock");
+            match agent.checks.get(&id) {
+                Some(c) if !c.service_name.is_empty() => {
+                    anonymous_denied("service", "write", &c.service_name)
+                }
+                _ => anonymous_denied("node", "write", NODE),
+            }
+        }
+        ["session", "create" | "destroy" | "renew", ..] => {
+            anonymous_denied("session", "write", NODE)
+        }
+        ["session", "info" | "list", ..] | ["catalog", "service", _] | ["health", "service", _] => {
+            filtered(next.run(request).await, Some("[]"))
+        }
+        ["catalog", "services"] => filtered(next.run(request).await, Some("{}")),
+        _ => next.run(request).await,
+    }
 }
 
 /// Serves the stand-in on `listener` until the process ends.

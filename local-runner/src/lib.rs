@@ -9,5 +9,6 @@ pub mod pool;
 pub mod runner;
 pub mod runtime_api;
 pub mod schedule;
+pub mod secrets;
 pub mod status;
 pub mod supervisor;

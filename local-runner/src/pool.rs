@@ -93,6 +93,9 @@ pub enum InstanceState {
 }
 
 struct Instance {
+    /// The secret in the path of its `AWS_LAMBDA_RUNTIME_API`: only this
+    /// instance (and the runner's user) knows it, so only it can play its runtime.
+    secret: String,
     pid: u32,
     state: InstanceState,
     frozen: bool,
@@ -206,6 +209,7 @@ impl Pool {
 
     async fn spawn_instance(self: &Arc<Self>) -> std::io::Result<u64> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let secret = crate::secrets::generate();
         let spec = &self.spec;
         let mut cmd = Command::new(&spec.binary);
         let task_root = spec
@@ -224,7 +228,10 @@ impl Pool {
             }))
             .env(
                 "AWS_LAMBDA_RUNTIME_API",
-                format!("http://{}/fn/{}/{}", self.runtime_api, spec.name, id),
+                format!(
+                    "http://{}/fn/{}/{}/{}",
+                    self.runtime_api, spec.name, id, secret
+                ),
             )
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
@@ -267,6 +274,7 @@ impl Pool {
         instances.insert(
             id,
             Instance {
+                secret,
                 pid,
                 state: InstanceState::Starting,
                 frozen: false,
@@ -336,6 +344,26 @@ impl Pool {
             self.counters.crashes.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(function = %self.spec.name, instance = id, status, "idle instance exited");
         }
+    }
+
+    /// Whether `secret` is instance `id`'s: the Runtime API serves a call only then.
+    pub async fn authorized(&self, id: u64, secret: &str) -> bool {
+        self.instances
+            .lock()
+            .await
+            .get(&id)
+            .is_some_and(|i| crate::secrets::same(secret.as_bytes(), i.secret.as_bytes()))
+    }
+
+    /// The `AWS_LAMBDA_RUNTIME_API` instance `id` was given, for tests that play its runtime.
+    #[cfg(test)]
+    pub(crate) async fn runtime_api_of(&self, id: u64) -> Option<String> {
+        let instances = self.instances.lock().await;
+        let i = instances.get(&id)?;
+        Some(format!(
+            "http://{}/fn/{}/{id}/{}",
+            self.runtime_api, self.spec.name, i.secret
+        ))
     }
 
     /// Called by the Runtime API when an instance asks for its next event.

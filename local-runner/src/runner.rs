@@ -157,7 +157,8 @@ async fn prepare_store(config: &Config) -> anyhow::Result<()> {
 
 /// Invokes a `startup` function once and waits for it: its event plus the
 /// API's `endpoint`, with `*_file` paths made absolute against the manifest's
-/// directory. Its answer is printed (bootstrap's holds the admin's keys).
+/// directory. Its answer is printed, so it carries no secret (bootstrap's
+/// keys are in the 0600 `cloudstack.ini` it names).
 async fn run_startup(
     function: &str,
     mut event: serde_json::Map<String, serde_json::Value>,
@@ -223,23 +224,33 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         connection.close(200, "declared".into()),
     )
     .await;
-    std::fs::create_dir_all(&config.home)
-        .with_context(|| format!("creating STRATUS_HOME {}", config.home.display()))?;
+    // The state directory is the runner's user's alone: it holds the store
+    // (every API key), cloudstack.ini and the tokens.
+    crate::secrets::private_home(&config.home)?;
     prepare_store(&config).await?;
     // Consul: the one given, or the development stand-in, whose address the
     // functions and processes started here then receive.
     let consul_addr = match &config.consul_http_addr {
         Some(addr) => {
-            tracing::info!(consul = %addr, "using Consul at CONSUL_HTTP_ADDR");
+            // Its token, if one is given, goes to the functions and processes unchanged.
+            tracing::info!(consul = %addr, token_given = config.consul_http_token.is_some(), "using Consul at CONSUL_HTTP_ADDR");
             None
         }
         None => {
             let listener = bind(&args.consul, "Consul stand-in").await?;
             let addr = listener.local_addr()?.to_string();
-            let consul = crate::consul::Consul::open(Some(config.home.clone()))?;
+            let token_file = config.home.join(crate::consul::TOKEN_FILE);
+            let token = crate::secrets::load_or_create(&token_file)?;
+            let consul = crate::consul::Consul::open(Some(config.home.clone()), token.clone())?;
             tokio::spawn(crate::consul::serve(listener, consul));
-            tracing::warn!(consul = %addr, "serving a development stand-in for Consul (CONSUL_HTTP_ADDR is not set): KV, sessions, services and health checks; one node, no ACLs");
+            tracing::warn!(consul = %addr, token_file = %token_file.display(), "serving a development stand-in for Consul (CONSUL_HTTP_ADDR is not set): KV, sessions, services and health checks; one node; ACLs with one token (default policy deny), handed to functions and processes as CONSUL_HTTP_TOKEN");
+            if config.consul_http_token.is_some() {
+                tracing::info!(
+                    "CONSUL_HTTP_TOKEN is set, but the stand-in's own token is the one handed on"
+                );
+            }
             config.consul_http_addr = Some(addr.clone());
+            config.consul_http_token = Some(stratus_contracts::config::Secret::new(token));
             Some(addr)
         }
     };
@@ -305,10 +316,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         pools.insert(f.name.clone(), pool);
     }
     let supervisor = Arc::new(Supervisor::default());
+    // The Invoke API's and the status's token: new at each start, kept in the
+    // 0600 local-runner.json for this user's `stratus-local status`.
+    let token = crate::secrets::generate();
     let api = Arc::new(RuntimeApi {
         pools: pools.clone(),
         triggers: triggers.clone(),
         supervisor: supervisor.clone(),
+        token: token.clone(),
     });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(runtime_listener, runtime_api::router(api)).await {
@@ -362,9 +377,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         runtime_api: runtime_addr.clone(),
         gateway: gateway_addr.clone(),
         consul: consul_addr.clone(),
+        token: Some(token),
     };
-    std::fs::write(&address_file, serde_json::to_vec_pretty(&address)?)
-        .with_context(|| format!("writing {}", address_file.display()))?;
+    crate::secrets::write_private(&address_file, &serde_json::to_vec_pretty(&address)?)?;
     tracing::info!(
         functions = pools.len(),
         queue_triggers = triggers.len(),
@@ -425,6 +440,8 @@ pub async fn invoke(function: &str, event: &Path, common: CommonArgs) -> anyhow:
         pools: [(f.name.clone(), pool.clone())].into_iter().collect(),
         triggers: Vec::new(),
         supervisor: Arc::new(Supervisor::default()),
+        // Nobody invokes this one-off runner but us.
+        token: crate::secrets::generate(),
     });
     tokio::spawn(async move { axum::serve(listener, runtime_api::router(api)).await });
     let outcome = pool.invoke(payload.into()).await;
@@ -450,8 +467,17 @@ pub async fn status(json: bool) -> anyhow::Result<ExitCode> {
     })?;
     let address: RunnerAddress =
         serde_json::from_slice(&text).with_context(|| format!("reading {}", file.display()))?;
+    let token = address.token.as_deref().ok_or_else(|| {
+        anyhow!(
+            "{} has no token (a runner from before the Invoke API and the status asked for one): restart it",
+            file.display()
+        )
+    })?;
     let url = format!("http://{}/local/status", address.runtime_api);
-    let value: serde_json::Value = reqwest::get(&url)
+    let value: serde_json::Value = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .send()
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| {

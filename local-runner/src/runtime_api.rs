@@ -1,8 +1,10 @@
 //! The Lambda Runtime API (2018-06-01), one server for every instance: each
-//! instance gets `AWS_LAMBDA_RUNTIME_API=http://HOST:PORT/fn/<function>/<instance>`
-//! and the runtime client prefixes that path to every call. Also serves the
-//! Invoke API (`POST /2015-03-31/functions/<name>/invocations`) and the runner's
-//! status (`GET /local/status`).
+//! instance gets `AWS_LAMBDA_RUNTIME_API=http://HOST:PORT/fn/<function>/<instance>/<secret>`
+//! and the runtime client prefixes that path to every call; a call without
+//! the instance's secret is refused (403). Also serves the Invoke API
+//! (`POST /2015-03-31/functions/<name>/invocations`) and the runner's status
+//! (`GET /local/status`), both for the runner's token only
+//! (`Authorization: Bearer`). See `secrets` for the boundary.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,10 +25,12 @@ pub struct RuntimeApi {
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub triggers: Vec<Arc<QueueTrigger>>,
     pub supervisor: Arc<Supervisor>,
+    /// The runner's token, asked of the Invoke API's and the status's callers.
+    pub token: String,
 }
 
 pub fn router(api: Arc<RuntimeApi>) -> Router {
-    let rt = "/fn/{function}/{instance}/2018-06-01/runtime";
+    let rt = "/fn/{function}/{instance}/{secret}/2018-06-01/runtime";
     Router::new()
         .route(&format!("{rt}/invocation/next"), get(next))
         .route(
@@ -40,6 +44,14 @@ pub fn router(api: Arc<RuntimeApi>) -> Router {
         .route(&format!("{rt}/init/error"), post(init_error))
         .route("/2015-03-31/functions/{function}/invocations", post(invoke))
         .route("/local/status", get(status))
+        // Anything else (a runtime path without an instance's secret, say) is
+        // refused as API Gateway refuses a path it does not serve.
+        .fallback(|| async {
+            denied(
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_RESPONSE_BYTES + 1024 * 1024))
         .with_state(api)
 }
@@ -52,6 +64,34 @@ fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> Response
         .into_response()
 }
 
+/// A 403 as AWS's APIs give it: the error type in `x-amzn-ErrorType`.
+fn denied(error_type: &'static str, message: &str) -> Response {
+    let mut r = (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({ "Type": "User", "message": message })),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+    r
+}
+
+/// The refusal of a caller of the Invoke API or the status without the
+/// runner's token; None for the runner's user.
+fn refusal(api: &RuntimeApi, headers: &HeaderMap) -> Option<Response> {
+    match crate::secrets::bearer(headers) {
+        None => Some(denied(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token: send the runner's token (\"token\" in $STRATUS_HOME/local-runner.json) as Authorization: Bearer",
+        )),
+        Some(t) if crate::secrets::same(t.as_bytes(), api.token.as_bytes()) => None,
+        Some(_) => Some(denied(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )),
+    }
+}
+
 fn pool_of<'a>(api: &'a RuntimeApi, function: &str) -> Result<&'a Arc<Pool>, Response> {
     api.pools.get(function).ok_or_else(|| {
         lambda_error(
@@ -62,11 +102,32 @@ fn pool_of<'a>(api: &'a RuntimeApi, function: &str) -> Result<&'a Arc<Pool>, Res
     })
 }
 
+/// The pool of an instance whose secret the caller gave; 403 otherwise (an
+/// unknown function or instance included: nothing is told to a caller
+/// without a secret).
+async fn instance_pool<'a>(
+    api: &'a RuntimeApi,
+    function: &str,
+    instance: u64,
+    secret: &str,
+) -> Result<&'a Arc<Pool>, Response> {
+    match api.pools.get(function) {
+        Some(pool) if pool.authorized(instance, secret).await => Ok(pool),
+        _ => Err(lambda_error(
+            StatusCode::FORBIDDEN,
+            "InvalidInstance",
+            &format!(
+                "instance {instance} of {function} is not running, or this is not its Runtime API"
+            ),
+        )),
+    }
+}
+
 async fn next(
     State(api): State<Arc<RuntimeApi>>,
-    Path((function, instance)): Path<(String, u64)>,
+    Path((function, instance, secret)): Path<(String, u64, String)>,
 ) -> Response {
-    let pool = match pool_of(&api, &function) {
+    let pool = match instance_pool(&api, &function, instance, &secret).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -98,17 +159,7 @@ async fn next(
     (StatusCode::OK, headers, invocation.payload).into_response()
 }
 
-async fn finish(
-    api: &RuntimeApi,
-    function: &str,
-    instance: u64,
-    request_id: &str,
-    outcome: Outcome,
-) -> Response {
-    let pool = match pool_of(api, function) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+async fn finish(pool: &Pool, instance: u64, request_id: &str, outcome: Outcome) -> Response {
     if pool.complete(instance, request_id, outcome).await {
         (StatusCode::ACCEPTED, axum::Json(json!({ "status": "OK" }))).into_response()
     } else {
@@ -122,17 +173,20 @@ async fn finish(
 
 async fn response(
     State(api): State<Arc<RuntimeApi>>,
-    Path((function, instance, request_id)): Path<(String, u64, String)>,
+    Path((function, instance, secret, request_id)): Path<(String, u64, String, String)>,
     body: Bytes,
 ) -> Response {
+    let pool = match instance_pool(&api, &function, instance, &secret).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let outcome = if body.len() > MAX_RESPONSE_BYTES {
         let message = format!(
             "Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
             body.len()
         );
         let _ = finish(
-            &api,
-            &function,
+            pool,
             instance,
             &request_id,
             Outcome::Error(Bytes::from(
@@ -149,23 +203,26 @@ async fn response(
     } else {
         Outcome::Success(body)
     };
-    finish(&api, &function, instance, &request_id, outcome).await
+    finish(pool, instance, &request_id, outcome).await
 }
 
 async fn error(
     State(api): State<Arc<RuntimeApi>>,
-    Path((function, instance, request_id)): Path<(String, u64, String)>,
+    Path((function, instance, secret, request_id)): Path<(String, u64, String, String)>,
     body: Bytes,
 ) -> Response {
-    finish(&api, &function, instance, &request_id, Outcome::Error(body)).await
+    match instance_pool(&api, &function, instance, &secret).await {
+        Ok(pool) => finish(pool, instance, &request_id, Outcome::Error(body)).await,
+        Err(r) => r,
+    }
 }
 
 async fn init_error(
     State(api): State<Arc<RuntimeApi>>,
-    Path((function, instance)): Path<(String, u64)>,
+    Path((function, instance, secret)): Path<(String, u64, String)>,
     body: Bytes,
 ) -> Response {
-    match pool_of(&api, &function) {
+    match instance_pool(&api, &function, instance, &secret).await {
         Ok(pool) => {
             pool.init_error(instance, &body).await;
             (StatusCode::ACCEPTED, axum::Json(json!({ "status": "OK" }))).into_response()
@@ -179,8 +236,12 @@ async fn init_error(
 async fn invoke(
     State(api): State<Arc<RuntimeApi>>,
     Path(function): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = refusal(&api, &headers) {
+        return r;
+    }
     let pool = match pool_of(&api, &function) {
         Ok(p) => p.clone(),
         Err(r) => return r,
@@ -198,7 +259,10 @@ async fn invoke(
     }
 }
 
-async fn status(State(api): State<Arc<RuntimeApi>>) -> Response {
+async fn status(State(api): State<Arc<RuntimeApi>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refusal(&api, &headers) {
+        return r;
+    }
     let pools: Vec<Arc<Pool>> = api.pools.values().cloned().collect();
     axum::Json(crate::status::collect(&pools, &api.triggers, &api.supervisor).await).into_response()
 }
@@ -240,10 +304,28 @@ mod tests {
             pools: [("f".to_string(), pool.clone())].into_iter().collect(),
             triggers: vec![],
             supervisor: Arc::new(Supervisor::default()),
+            token: TOKEN.into(),
         });
         tokio::spawn(async move { axum::serve(listener, router(api)).await });
         pool.start().await.unwrap();
         (addr, pool)
+    }
+
+    const TOKEN: &str = "the-runners-token";
+
+    /// Instance `instance`'s Runtime API prefix (its secret included), once it runs.
+    async fn base_of(pool: &Pool, instance: u64) -> String {
+        let url = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                if let Some(url) = pool.runtime_api_of(instance).await {
+                    return url;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("instance {instance} was not started"));
+        format!("{url}/2018-06-01/runtime")
     }
 
     /// A pre-warmed instance that dies during init fails no later invocation:
@@ -259,7 +341,7 @@ mod tests {
             "if [ -e {m} ]; then exec sleep 60; else touch {m}; exit 1; fi",
             m = marker.display()
         );
-        let (addr, pool) = serve_script(&dir, &shell, 1).await;
+        let (_, pool) = serve_script(&dir, &shell, 1).await;
         wait_for_count(&pool, "the first instance's death during init", |p| {
             p.counters
                 .crashes
@@ -268,12 +350,12 @@ mod tests {
         .await;
 
         // The replacement is instance 2; its runtime is played.
-        the_next_invocation_succeeds(&pool, &reqwest::Client::new(), &addr).await;
+        the_next_invocation_succeeds(&pool, &reqwest::Client::new()).await;
     }
 
     /// Plays instance `instance`'s runtime up to its first event: its request id.
-    async fn take_event(client: &reqwest::Client, addr: &str, instance: u64) -> String {
-        let base = format!("http://{addr}/fn/f/{instance}/2018-06-01/runtime");
+    async fn take_event(client: &reqwest::Client, pool: &Pool, instance: u64) -> String {
+        let base = base_of(pool, instance).await;
         let next = tokio::time::timeout(Duration::from_secs(15), async {
             loop {
                 let r = client
@@ -295,11 +377,10 @@ mod tests {
             .to_string()
     }
 
-    async fn answer(client: &reqwest::Client, addr: &str, instance: u64, request_id: &str) {
+    async fn answer(client: &reqwest::Client, pool: &Pool, instance: u64, request_id: &str) {
+        let base = base_of(pool, instance).await;
         let r = client
-            .post(format!(
-                "http://{addr}/fn/f/{instance}/2018-06-01/runtime/invocation/{request_id}/response"
-            ))
+            .post(format!("{base}/invocation/{request_id}/response"))
             .body("{\"ok\":true}")
             .send()
             .await
@@ -318,13 +399,13 @@ mod tests {
     }
 
     /// The invocation after a replaced instance runs on a fresh one and succeeds.
-    async fn the_next_invocation_succeeds(pool: &Arc<Pool>, client: &reqwest::Client, addr: &str) {
+    async fn the_next_invocation_succeeds(pool: &Arc<Pool>, client: &reqwest::Client) {
         let invoking = tokio::spawn({
             let pool = pool.clone();
             async move { pool.invoke(Bytes::from_static(b"{}")).await }
         });
-        let request_id = take_event(client, addr, 2).await;
-        answer(client, addr, 2, &request_id).await;
+        let request_id = take_event(client, pool, 2).await;
+        answer(client, pool, 2, &request_id).await;
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(10), invoking)
                 .await
@@ -344,14 +425,14 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (addr, pool) = serve(&dir).await;
+        let (_, pool) = serve(&dir).await;
         let client = reqwest::Client::new();
         let caller = tokio::spawn({
             let pool = pool.clone();
             async move { pool.invoke(Bytes::from_static(b"{}")).await }
         });
         // Instance 1 takes the event and never answers; its caller goes away.
-        let _request_id = take_event(&client, &addr, 1).await;
+        let _request_id = take_event(&client, &pool, 1).await;
         caller.abort();
         wait_for_count(&pool, "the timeout", |p| {
             p.counters
@@ -361,7 +442,7 @@ mod tests {
         .await;
         let status = pool.status().await;
         assert_eq!(status.in_flight, 0);
-        the_next_invocation_succeeds(&pool, &client, &addr).await;
+        the_next_invocation_succeeds(&pool, &client).await;
         pool.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -373,21 +454,21 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (addr, pool) = serve(&dir).await;
+        let (_, pool) = serve(&dir).await;
         let client = reqwest::Client::new();
         let invoking = tokio::spawn({
             let pool = pool.clone();
             async move { pool.invoke(Bytes::from_static(b"{}")).await }
         });
-        let request_id = take_event(&client, &addr, 1).await;
-        answer(&client, &addr, 1, &request_id).await;
+        let request_id = take_event(&client, &pool, 1).await;
+        answer(&client, &pool, 1, &request_id).await;
         assert!(invoking.await.unwrap().is_success());
         // Instance 1 does not come back for more.
         wait_for_count(&pool, "the hung instance", |p| {
             p.counters.hung.load(std::sync::atomic::Ordering::Relaxed)
         })
         .await;
-        the_next_invocation_succeeds(&pool, &client, &addr).await;
+        the_next_invocation_succeeds(&pool, &client).await;
         pool.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -398,13 +479,13 @@ mod tests {
             std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let (addr, pool) = serve(&dir).await;
-        let base = format!("http://{addr}/fn/f/1/2018-06-01/runtime");
         let client = reqwest::Client::new();
 
         let invoking = tokio::spawn({
             let pool = pool.clone();
             async move { pool.invoke(Bytes::from_static(b"{\"n\":1}")).await }
         });
+        let base = base_of(&pool, 1).await;
         let next = client
             .get(format!("{base}/invocation/next"))
             .send()
@@ -493,22 +574,76 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status(), 202);
+        // Without the instance's secret, with another's, for an instance or
+        // a function that does not exist: 403, and nothing told.
+        let secret = base
+            .split('/')
+            .nth(6)
+            .expect("http://ADDR/fn/f/1/SECRET/...")
+            .to_string();
+        assert_eq!(secret.len(), 64);
+        for path in [
+            "fn/f/1/2018-06-01/runtime/invocation/next".to_string(),
+            format!(
+                "fn/f/1/{}/2018-06-01/runtime/invocation/next",
+                "0".repeat(64)
+            ),
+            format!("fn/f/99/{secret}/2018-06-01/runtime/invocation/next"),
+            format!("fn/nope/1/{secret}/2018-06-01/runtime/invocation/next"),
+        ] {
+            let r = client
+                .get(format!("http://{addr}/{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{path}");
+        }
+        for path in [
+            format!("fn/f/1/{}/2018-06-01/runtime/init/error", "0".repeat(64)),
+            format!(
+                "fn/f/1/{}/2018-06-01/runtime/invocation/x/response",
+                &secret[..63]
+            ),
+        ] {
+            let r = client
+                .post(format!("http://{addr}/{path}"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{path}");
+        }
+        // The Invoke API and the status: the runner's token only.
+        let invoke = format!("http://{addr}/2015-03-31/functions/f/invocations");
+        let r = client.post(&invoke).body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.headers()["x-amzn-errortype"],
+            "MissingAuthenticationTokenException"
+        );
         let r = client
-            .get(format!(
-                "http://{addr}/fn/f/99/2018-06-01/runtime/invocation/next"
-            ))
+            .post(&invoke)
+            .bearer_auth("the-runners-tokeN")
+            .body("{}")
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 403);
-        let r = client
-            .get(format!(
-                "http://{addr}/fn/nope/1/2018-06-01/runtime/invocation/next"
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 404);
+        assert_eq!(
+            r.headers()["x-amzn-errortype"],
+            "UnrecognizedClientException"
+        );
+        let status = format!("http://{addr}/local/status");
+        let r = client.get(&status).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        let r = client.get(&status).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            pool.counters
+                .invocations
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
         pool.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -37,7 +37,7 @@ pub async fn collect(
 }
 
 /// Where a running runner can be found: `$STRATUS_HOME/local-runner.json`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct RunnerAddress {
     pub pid: u32,
     pub runtime_api: String,
@@ -45,6 +45,10 @@ pub struct RunnerAddress {
     /// The Consul stand-in's address, when the runner serves one.
     #[serde(default)]
     pub consul: Option<String>,
+    /// The token the Invoke API and the status ask for (`Authorization:
+    /// Bearer`); this file is 0600 for it.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// Renders the status as a table for people.

@@ -242,6 +242,11 @@ pub struct Runner {
     pub gateway: Option<String>,
     /// The Consul stand-in's address.
     pub consul: Option<String>,
+    /// The runner's token for its Invoke API and status (from its 0600
+    /// `local-runner.json`), sent as `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// The Consul stand-in's ACL token (`$STRATUS_HOME/consul-token`).
+    pub consul_token: Option<String>,
     log: PathBuf,
 }
 
@@ -291,11 +296,16 @@ impl Runner {
             if let Ok(text) = std::fs::read(&address_file)
                 && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text)
             {
+                let consul_token = std::fs::read_to_string(env.home.join("consul-token"))
+                    .ok()
+                    .map(|t| t.trim().to_string());
                 return Self {
                     child,
                     runtime_api: v["runtime_api"].as_str().unwrap().to_string(),
                     gateway: v["gateway"].as_str().map(str::to_string),
                     consul: v["consul"].as_str().map(str::to_string),
+                    token: v["token"].as_str().map(str::to_string),
+                    consul_token,
                     log,
                 };
             }
@@ -314,13 +324,46 @@ impl Runner {
         }
     }
 
+    /// A request to the runner's Runtime API server, with its token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r =
+            reqwest::Client::new().request(method, format!("http://{}{path}", self.runtime_api));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
     pub async fn status(&self) -> serde_json::Value {
-        reqwest::get(format!("http://{}/local/status", self.runtime_api))
+        self.request(reqwest::Method::GET, "/local/status")
+            .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    /// Invokes `function` through the runner's Invoke API, with its token.
+    pub async fn invoke(&self, function: &str, payload: &serde_json::Value) -> reqwest::Response {
+        self.request(
+            reqwest::Method::POST,
+            &format!("/2015-03-31/functions/{function}/invocations"),
+        )
+        .json(payload)
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// A Consul client of the runner's stand-in, with its ACL token.
+    pub fn consul_client(&self) -> stratus_discovery::Client {
+        stratus_discovery::Client::new(
+            self.consul
+                .as_deref()
+                .expect("the runner serves a Consul stand-in"),
+            self.consul_token.clone(),
+        )
     }
 
     /// The status of one function.

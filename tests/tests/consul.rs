@@ -1,18 +1,21 @@
 //! The Consul client's contract suite, against the local runner's stand-in
 //! (always) and a real Consul (when `STRATUS_TEST_CONSUL_ADDR` names one).
 
-use std::sync::Arc;
-
 use stratus_discovery::{Client, PutOptions, QueryOptions, contract};
 use stratus_local::consul::Consul;
 use stratus_tests::{Runner, RunnerOptions, TestEnv, diag_manifest};
 
-async fn stand_in(dir: &std::path::Path) -> (String, Arc<Consul>) {
-    let consul = Consul::open(Some(dir.to_path_buf())).unwrap();
+/// A stand-in on an ephemeral port: its address and its ACL token (kept in
+/// `dir` as the runner keeps it, so a restart on `dir` keeps it too).
+async fn stand_in(dir: &std::path::Path) -> (String, String) {
+    let token =
+        stratus_local::secrets::load_or_create(&dir.join(stratus_local::consul::TOKEN_FILE))
+            .unwrap();
+    let consul = Consul::open(Some(dir.to_path_buf()), token.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(stratus_local::consul::serve(listener, consul.clone()));
-    (addr, consul)
+    tokio::spawn(stratus_local::consul::serve(listener, consul));
+    (addr, token)
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -27,8 +30,124 @@ fn rand_u32() -> u32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stand_in_keeps_the_contract() {
-    let (addr, _) = stand_in(&temp_dir("contract")).await;
-    contract::run_all(&Client::new(&addr, None)).await;
+    let (addr, token) = stand_in(&temp_dir("contract")).await;
+    contract::run_all(&Client::new(&addr, Some(token))).await;
+}
+
+/// Consul's text for the anonymous token lacking `resource:access` on `name`
+/// (`acl/errors.go`, `PermissionDeniedError.Error`, with `ResourceDescriptor`
+/// quoting the name).
+fn anonymous_denied(resource: &str, access: &str, name: &str) -> String {
+    format!(
+        "Permission denied: anonymous token lacks permission '{resource}:{access}' on \"{name}\". The anonymous token is used implicitly when a request does not specify a token."
+    )
+}
+
+/// The stand-in checks Consul's ACL token as a Consul with default policy
+/// deny and one management token: no token is the anonymous token's 403 with
+/// Consul's text, or a listing filtered to nothing; an unknown token is
+/// `ACL not found`; the token, however it is sent, may do everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stand_in_checks_consuls_acl_token() {
+    let (addr, token) = stand_in(&temp_dir("acl")).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}/v1/{path}");
+    let key = "stratus/config/global/default.page.size";
+    let kv = url(&format!("kv/{key}"));
+    let text = |r: reqwest::Response| async move { (r.status().as_u16(), r.text().await.unwrap()) };
+
+    // Without a token: writes and single reads are refused, with Consul's text.
+    let write = anonymous_denied("key", "write", key);
+    assert_eq!(
+        text(http.put(&kv).body("5").send().await.unwrap()).await,
+        (403, write.clone())
+    );
+    assert_eq!(
+        text(http.delete(&kv).send().await.unwrap()).await,
+        (403, write)
+    );
+    assert_eq!(
+        text(http.get(&kv).send().await.unwrap()).await,
+        (403, anonymous_denied("key", "read", key))
+    );
+    let register = http
+        .put(url("agent/service/register"))
+        .body(r#"{"Name": "stratus-agent", "Check": {"TTL": "10s"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        text(register).await,
+        (403, anonymous_denied("service", "write", "stratus-agent"))
+    );
+    let session = http
+        .put(url("session/create"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        text(session).await,
+        (403, anonymous_denied("session", "write", "stratus-local"))
+    );
+
+    // An unknown token, however it is sent.
+    let wrong = stratus_local::secrets::generate();
+    for r in [
+        http.put(&kv).header("X-Consul-Token", &wrong),
+        http.put(&kv).bearer_auth(&wrong),
+        http.put(format!("{kv}?token={wrong}")),
+        http.get(&kv).header("X-Consul-Token", &wrong),
+    ] {
+        assert_eq!(
+            text(r.body("6").send().await.unwrap()).await,
+            (403, "ACL not found".to_string())
+        );
+    }
+
+    // The token, however it is sent, writes.
+    for (n, r) in [
+        http.put(&kv).header("X-Consul-Token", &token),
+        http.put(&kv).bearer_auth(&token),
+        http.put(format!("{kv}?token={token}")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = r.body(format!("{}", 100 + n)).send().await.unwrap();
+        assert_eq!(text(r).await, (200, "true".to_string()));
+    }
+    let c = Client::new(&addr, Some(token.clone()));
+    let read = c.kv_get(key, &QueryOptions::default()).await.unwrap();
+    assert_eq!(
+        read.value.unwrap().value.as_deref(),
+        Some(&b"102"[..]),
+        "only the token's writes were taken"
+    );
+
+    // Listings without a token are filtered to nothing, as Consul filters them.
+    let listing = http.get(url("kv/stratus/?recurse")).send().await.unwrap();
+    assert_eq!(listing.status(), 404);
+    assert_eq!(
+        listing.headers()["X-Consul-Results-Filtered-By-ACLs"],
+        "true"
+    );
+    assert!(listing.headers().contains_key("X-Consul-Index"));
+    let services = http.get(url("catalog/services")).send().await.unwrap();
+    assert_eq!(
+        services.headers()["X-Consul-Results-Filtered-By-ACLs"],
+        "true"
+    );
+    assert_eq!(text(services).await, (200, "{}".to_string()));
+    let health = http
+        .get(url("health/service/stratus-agent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text(health).await, (200, "[]".to_string()));
+    // The leader is anyone's to ask.
+    let leader = http.get(url("status/leader")).send().await.unwrap();
+    assert_eq!(leader.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,8 +164,8 @@ async fn a_real_consul_keeps_the_contract() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stand_ins_kv_survives_a_restart() {
     let dir = temp_dir("persist");
-    let (addr, _) = stand_in(&dir).await;
-    let c = Client::new(&addr, None);
+    let (addr, token) = stand_in(&dir).await;
+    let c = Client::new(&addr, Some(token));
     assert!(
         c.kv_put(
             "stratus/config/default.page.size",
@@ -60,8 +179,8 @@ async fn the_stand_ins_kv_survives_a_restart() {
         .kv_get("stratus/config/default.page.size", &QueryOptions::default())
         .await
         .unwrap();
-    let (addr, _) = stand_in(&dir).await;
-    let c = Client::new(&addr, None);
+    let (addr, token) = stand_in(&dir).await;
+    let c = Client::new(&addr, Some(token));
     let after = c
         .kv_get("stratus/config/default.page.size", &QueryOptions::default())
         .await
@@ -104,8 +223,12 @@ async fn the_runner_serves_the_stand_in_with_its_kv_under_its_home() {
         .consul
         .clone()
         .expect("the runner serves a Consul stand-in");
-    let c = Client::new(&addr, None);
-    assert_eq!(c.leader().await.unwrap(), "127.0.0.1:8300");
+    // The leader is anyone's to ask, as on Consul.
+    assert_eq!(
+        Client::new(&addr, None).leader().await.unwrap(),
+        "127.0.0.1:8300"
+    );
+    let c = runner.consul_client();
     assert!(runner.log().contains("development stand-in for Consul"));
     // Its KV lives under STRATUS_HOME.
     assert!(
@@ -185,8 +308,8 @@ fn fixture(name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stand_ins_answers_have_consuls_documented_shapes() {
     use stratus_discovery::{Behavior, CheckDefinition, ServiceRegistration, SessionOptions};
-    let (addr, _) = stand_in(&temp_dir("shapes")).await;
-    let c = Client::new(&addr, None);
+    let (addr, token) = stand_in(&temp_dir("shapes")).await;
+    let c = Client::new(&addr, Some(token.clone()));
     c.register_service(&ServiceRegistration {
         id: Some("stratus-agent-SimHost-c0-h0".into()),
         name: "stratus-agent".into(),
@@ -218,9 +341,10 @@ async fn the_stand_ins_answers_have_consuls_documented_shapes() {
     );
     let http = reqwest::Client::new();
     let get = |path: String| {
-        let (http, addr) = (http.clone(), addr.clone());
+        let (http, addr, token) = (http.clone(), addr.clone(), token.clone());
         async move {
             http.get(format!("http://{addr}/v1/{path}"))
+                .header("X-Consul-Token", &token)
                 .send()
                 .await
                 .unwrap()
@@ -231,6 +355,7 @@ async fn the_stand_ins_answers_have_consuls_documented_shapes() {
     };
     let created = http
         .put(format!("http://{addr}/v1/session/create"))
+        .header("X-Consul-Token", &token)
         .body("{}")
         .send()
         .await
@@ -310,11 +435,15 @@ async fn an_agent_outlives_an_unreachable_consul() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let dir = temp_dir("agent-unreachable");
+    let token =
+        stratus_local::secrets::load_or_create(&dir.join(stratus_local::consul::TOKEN_FILE))
+            .unwrap();
     let log = dir.join("agent.log");
     let mut agent =
         std::process::Command::new(stratus_tests::root().join("target/debug/stratus-agent"))
             .args(["--host", "SimHost-x"])
             .env("CONSUL_HTTP_ADDR", &addr)
+            .env("CONSUL_HTTP_TOKEN", &token)
             .env("RUST_LOG", "info")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(dir.join("agent.err")).unwrap())
@@ -337,10 +466,10 @@ async fn an_agent_outlives_an_unreachable_consul() {
         "{tries} tries in 3 s: no backoff?\n{text}"
     );
     // Consul comes up on that address: the agent registers and passes.
-    let consul = Consul::open(Some(dir.clone())).unwrap();
+    let consul = Consul::open(Some(dir.clone()), token.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
     tokio::spawn(stratus_local::consul::serve(listener, consul));
-    let c = Client::new(&addr, None);
+    let c = Client::new(&addr, Some(token));
     passing_within(
         &c,
         "stratus-agent-SimHost-x",
@@ -383,4 +512,57 @@ async fn an_agent_outlives_an_unreachable_consul() {
     );
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+/// The runner's stand-in serves Consul's ACL check: a write without the token
+/// (or with another) gets Consul's 403 and is not applied; the functions and
+/// processes, which were given the token, still read and write.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runners_stand_in_refuses_writes_without_its_token() {
+    let env = TestEnv::new("consul-acl");
+    let runner = Runner::start(
+        &env,
+        RunnerOptions {
+            manifest: diag_manifest(|_| {}),
+            topology: None,
+            extra_args: vec![],
+        },
+    );
+    let addr = runner.consul.clone().unwrap();
+    let key = "stratus/config/global/default.page.size";
+    let url = format!("http://{addr}/v1/kv/{key}");
+    let http = reqwest::Client::new();
+    let anonymous = http.put(&url).body("1").send().await.unwrap();
+    assert_eq!(anonymous.status(), 403);
+    assert_eq!(
+        anonymous.text().await.unwrap(),
+        format!(
+            "Permission denied: anonymous token lacks permission 'key:write' on \"{key}\". The anonymous token is used implicitly when a request does not specify a token."
+        )
+    );
+    let wrong = http
+        .put(&url)
+        .header("X-Consul-Token", uuid::Uuid::new_v4().to_string())
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    assert_eq!(wrong.text().await.unwrap(), "ACL not found");
+    // Nothing was written; with the token, the write is taken.
+    let c = runner.consul_client();
+    let read = c.kv_get(key, &QueryOptions::default()).await.unwrap();
+    assert_eq!(read.value, None);
+    assert!(c.kv_put(key, b"250", &PutOptions::default()).await.unwrap());
+    let token_file = env.home.join("consul-token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !runner
+            .log()
+            .contains(runner.consul_token.as_deref().unwrap())
+    );
 }

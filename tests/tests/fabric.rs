@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stratus_discovery::Client;
 use stratus_discovery::settings::ConsulSettings;
 use stratus_fn_fabric_monitor::Monitor;
 use stratus_tests::TestEnv;
@@ -156,7 +155,7 @@ async fn one_monitor_sweeps_at_a_time() {
             .unwrap()
             .retain(|f| f["name"] != "fabric-monitor");
     });
-    let consul = Client::new(p.runner.consul.as_deref().unwrap(), None);
+    let consul = p.runner.consul_client();
     let store = Arc::new(
         stratus_store::Store::open(&env.config.store, &env.config.table_prefix)
             .await

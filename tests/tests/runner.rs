@@ -466,6 +466,7 @@ async fn an_invocation_whose_caller_hangs_up_still_ends_at_its_deadline() {
         .build()
         .unwrap()
         .post(&url)
+        .bearer_auth(&token)
         .json(&echo)
         .send()
         .await

@@ -23,10 +23,11 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
     let topology = Arc::new(stratus_messaging::broker::topology(&config)?);
+    let consul = stratus_discovery::Client::from_config(&config);
     let publisher = Arc::new(Publisher::new(config, topology, "stratus-fn-api"));
     // Settings from Consul's KV, re-read when older than a few seconds (at the
     // start of an invocation: a frozen function runs no background watch).
-    let settings: Arc<dyn SettingsSource> = match stratus_discovery::Client::from_env() {
+    let settings: Arc<dyn SettingsSource> = match consul {
         Some(consul) => ConsulSettings::new(consul, SETTINGS_MAX_AGE),
         None => {
             tracing::warn!(

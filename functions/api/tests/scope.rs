@@ -205,7 +205,6 @@ async fn world() -> World {
         party(&store, &b, "userb", AccountType::User, 5).await,
         party(&store, &child, "dadminc", AccountType::DomainAdmin, 6).await,
     ];
-    let f = Fixture::default();
     common::zone(&store).await;
     World {
         api: Api::new(store, None, Arc::new(Defaults::default())),

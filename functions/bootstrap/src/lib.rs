@@ -144,15 +144,32 @@ impl ZoneFile {
     }
 }
 
-/// What a run did, and the admin's keys.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// What a run did, and the admin's keys (for `cloudstack.ini` only: the
+/// function's answer carries none of them; `Debug` shows no secret key).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct Outcome {
     pub apikey: String,
     pub secretkey: String,
+    /// Whether this run made the keys (the first start), not found them.
+    pub keys_created: bool,
     pub admin_user_id: String,
     pub zone_id: String,
     pub created: usize,
     pub existing: usize,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outcome")
+            .field("apikey", &self.apikey)
+            .field("secretkey", &"<redacted>")
+            .field("keys_created", &self.keys_created)
+            .field("admin_user_id", &self.admin_user_id)
+            .field("zone_id", &self.zone_id)
+            .field("created", &self.created)
+            .field("existing", &self.existing)
+            .finish()
+    }
 }
 
 #[derive(Default)]
@@ -245,6 +262,7 @@ pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
         .into_iter()
         .map(|k| k.value)
         .find(|k| k.user_id == user.id);
+    let keys_created = keys.is_none();
     let key = match keys {
         Some(k) => {
             t.existing += 1;
@@ -432,6 +450,7 @@ pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
     Ok(Outcome {
         apikey: key.api_key,
         secretkey: key.secret_key,
+        keys_created,
         admin_user_id: user.id.to_string(),
         zone_id: zone.id.to_string(),
         created: t.created,
@@ -465,10 +484,13 @@ mod tests {
         let first = run(&store, &spec).await.unwrap();
         assert!(first.created > 15, "{first:?}");
         assert_eq!(first.existing, 0);
+        assert!(first.keys_created);
+        assert!(!format!("{first:?}").contains(&first.secretkey));
         let hosts = store.count::<Host>(&Index::All).await.unwrap();
         assert_eq!(hosts, 3);
         let again = run(&store, &spec).await.unwrap();
         assert_eq!((again.created, again.existing), (0, first.created));
+        assert!(!again.keys_created);
         assert_eq!(
             (&again.apikey, &again.secretkey),
             (&first.apikey, &first.secretkey)

@@ -3,9 +3,14 @@
 //! `{"endpoint": ..., "zone": {...}}` (the zone file's contents); without
 //! either, the committed `infra/simulator-zone.json`. The local runner invokes
 //! it at start-up (a `startup` trigger); on AWS an operator invokes it once.
-//! It answers with the admin's keys and writes `cloudstack.ini` (for `cs`)
-//! under `STRATUS_HOME` when that is set.
+//! It writes the admin's keys to `cloudstack.ini` (for `cs`, mode 0600)
+//! under `STRATUS_HOME` when that is set, and prints them once, at the run
+//! that made them, when its standard error is a terminal (the one that ran
+//! the first start; never a log file). Its answer carries no secret: an
+//! invocation's answer is logged, and anyone who may invoke it is not
+//! thereby the admin.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -46,8 +51,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             tracing::info!(created = outcome.created, existing = outcome.existing, zone = %outcome.zone_id, "bootstrap done");
             let mut answer = json!({
                 "endpoint": endpoint,
-                "apikey": outcome.apikey,
-                "secretkey": outcome.secretkey,
+                "admin": spec.admin.username,
                 "zoneid": outcome.zone_id,
                 "created": outcome.created,
                 "existing": outcome.existing,
@@ -57,12 +61,27 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 write_private(&path, &cloudstack_ini(&endpoint, &outcome))
                     .map_err(|err| format!("writing {}: {err}", path.display()))?;
                 answer["ini"] = json!(path.display().to_string());
+            } else {
+                answer["keys"] = json!("not returned: log in as the admin and call getUserKeys");
+            }
+            if outcome.keys_created && std::io::stderr().is_terminal() {
+                show_once(&outcome, answer["ini"].as_str());
             }
             Ok::<Value, lambda_runtime::Error>(answer)
         }
         .instrument(span)
     }))
     .await
+}
+
+/// Prints the keys just made to the terminal on standard error (the caller
+/// checked that it is one).
+fn show_once(outcome: &stratus_fn_bootstrap::Outcome, ini: Option<&str>) {
+    let kept = ini.map_or(String::new(), |p| format!(" (kept in {p}, mode 0600)"));
+    eprintln!(
+        "\nThe root admin's API keys, shown this once{kept}:\n  apikey    = {}\n  secretkey = {}\n",
+        outcome.apikey, outcome.secretkey
+    );
 }
 
 /// Writes a file only its owner can read: it holds a secret key.

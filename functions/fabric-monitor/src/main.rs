@@ -17,7 +17,7 @@ use tracing::Instrument;
 async fn main() -> Result<(), lambda_runtime::Error> {
     stratus_messaging::logging::init();
     let config = Config::from_env()?;
-    let consul = stratus_discovery::Client::from_env()
+    let consul = stratus_discovery::Client::from_config(&config)
         .ok_or("CONSUL_HTTP_ADDR is not set: fabric monitoring needs Consul")?;
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
     let settings = ConsulSettings::new(consul.clone(), Duration::from_secs(3));

@@ -8,6 +8,7 @@
 //! | `STRATUS_STORE` | `sqlite:PATH` or `dynamodb:URL` | `sqlite:$STRATUS_HOME/stratus.db` |
 //! | `STRATUS_TABLE_PREFIX` | prefix of every table name | `stratus_` |
 //! | `CONSUL_HTTP_ADDR` | Consul agent address; unset means the local runner's stand-in | unset |
+//! | `CONSUL_HTTP_TOKEN` | the ACL token sent to Consul (`X-Consul-Token`); the local runner hands its stand-in's token to what it starts | unset |
 //! | `STRATUS_HOME` | state directory | `$HOME/.stratus` |
 //! | `STRATUS_EVENTS_EXCHANGE` | the external CloudStack event exchange | `cloudstack-events` |
 //! | `STRATUS_BROKER_WAIT_MS` | the longest any one wait on the broker may take (connecting, a confirm, an ack) | `2000` |
@@ -20,6 +21,7 @@ pub const ENV_AMQP_VHOST: &str = "STRATUS_AMQP_VHOST";
 pub const ENV_STORE: &str = "STRATUS_STORE";
 pub const ENV_TABLE_PREFIX: &str = "STRATUS_TABLE_PREFIX";
 pub const ENV_CONSUL_HTTP_ADDR: &str = "CONSUL_HTTP_ADDR";
+pub const ENV_CONSUL_HTTP_TOKEN: &str = "CONSUL_HTTP_TOKEN";
 pub const ENV_HOME: &str = "STRATUS_HOME";
 pub const ENV_EVENTS_EXCHANGE: &str = "STRATUS_EVENTS_EXCHANGE";
 pub const ENV_BROKER_WAIT_MS: &str = "STRATUS_BROKER_WAIT_MS";
@@ -90,6 +92,28 @@ impl std::fmt::Display for StoreSelection {
     }
 }
 
+/// A secret setting (a token): never in `Debug` output, and with no
+/// `Display`, so that it cannot reach a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{variable}={value:?}: {message}")]
 pub struct ConfigError {
@@ -117,6 +141,8 @@ pub struct Config {
     pub store: StoreSelection,
     pub table_prefix: String,
     pub consul_http_addr: Option<String>,
+    /// `CONSUL_HTTP_TOKEN`, passed to Consul unchanged.
+    pub consul_http_token: Option<Secret>,
     pub home: PathBuf,
     pub events_exchange: String,
     /// See [`DEFAULT_BROKER_WAIT`].
@@ -195,6 +221,7 @@ impl Config {
             store,
             table_prefix: get(ENV_TABLE_PREFIX).unwrap_or_else(|| "stratus_".to_string()),
             consul_http_addr: get(ENV_CONSUL_HTTP_ADDR),
+            consul_http_token: get(ENV_CONSUL_HTTP_TOKEN).map(Secret),
             home,
             events_exchange: get(ENV_EVENTS_EXCHANGE)
                 .unwrap_or_else(|| crate::names::DEFAULT_EVENTS_EXCHANGE.to_string()),
@@ -226,6 +253,9 @@ impl Config {
         ];
         if let Some(addr) = &self.consul_http_addr {
             env.push((ENV_CONSUL_HTTP_ADDR, addr.clone()));
+        }
+        if let Some(token) = &self.consul_http_token {
+            env.push((ENV_CONSUL_HTTP_TOKEN, token.expose().to_string()));
         }
         env
     }
@@ -309,6 +339,7 @@ mod tests {
             ("STRATUS_AMQP_VHOST", "test-1"),
             ("STRATUS_STORE", "dynamodb:http://127.0.0.1:5000"),
             ("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
+            ("CONSUL_HTTP_TOKEN", "b1gs3cr3t-token"),
             ("STRATUS_BROKER_WAIT_MS", "750"),
             ("STRATUS_AMQP_HEARTBEAT", "5"),
         ])
@@ -323,6 +354,16 @@ mod tests {
             StoreSelection::DynamoDb("http://127.0.0.1:5000".into())
         );
         assert_eq!(c.consul_http_addr.as_deref(), Some("127.0.0.1:8500"));
+        assert_eq!(
+            c.consul_http_token.as_ref().map(Secret::expose),
+            Some("b1gs3cr3t-token")
+        );
+        // The token is never in the configuration's Debug output (a logged config).
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("b1gs3cr3t") && debug.contains("<redacted>"),
+            "{debug}"
+        );
         let round_trip = config(
             &c.to_env()
                 .iter()

@@ -140,8 +140,22 @@ impl Client {
 
     /// From `CONSUL_HTTP_ADDR` and `CONSUL_HTTP_TOKEN`, as Consul's own tools read them.
     pub fn from_env() -> Option<Self> {
-        let addr = std::env::var("CONSUL_HTTP_ADDR").ok()?;
-        Some(Self::new(&addr, std::env::var("CONSUL_HTTP_TOKEN").ok()))
+        use stratus_contracts::config::{ENV_CONSUL_HTTP_ADDR, ENV_CONSUL_HTTP_TOKEN};
+        let set = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let addr = set(ENV_CONSUL_HTTP_ADDR)?;
+        Some(Self::new(&addr, set(ENV_CONSUL_HTTP_TOKEN)))
+    }
+
+    /// From the configuration's `consul_http_addr` and `consul_http_token`.
+    pub fn from_config(config: &stratus_contracts::config::Config) -> Option<Self> {
+        let addr = config.consul_http_addr.as_deref()?;
+        Some(Self::new(
+            addr,
+            config
+                .consul_http_token
+                .as_ref()
+                .map(|t| t.expose().to_string()),
+        ))
     }
 
     pub fn addr(&self) -> &str {
