@@ -448,10 +448,14 @@ async fn an_invocation_whose_caller_hangs_up_still_ends_at_its_deadline() {
         .timeout(Duration::from_millis(500))
         .build()
         .unwrap();
-    assert!(
-        impatient.post(&url).json(&slow).send().await.is_err(),
-        "the sleep answered"
-    );
+    let token = runner.token.clone().expect("the runner's token");
+    let hung_up = impatient
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&slow)
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the sleep answered: {hung_up:?}");
     let s = runner
         .wait_for("the timeout counted", Duration::from_secs(15), |s| {
             fn_status(s, "diag")["timeouts"] == 1 && fn_status(s, "diag")["in_flight"] == 0
