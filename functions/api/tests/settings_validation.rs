@@ -114,6 +114,7 @@ async fn world() -> World {
         email: "admin@example.com".into(),
         state: AccountState::Enabled,
         created: Utc::now(),
+        login_attempts: 0,
     };
     store.create(&account).await.unwrap();
     store.create(&user).await.unwrap();

@@ -390,6 +390,7 @@ async fn create_account(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         email: p.get("email").unwrap_or_default().to_string(),
         state: AccountState::Enabled,
         created: now,
+        login_attempts: 0,
     };
     // Both ids follow from their names: the transaction's not-exists
     // conditions are the uniqueness check, race-free.
