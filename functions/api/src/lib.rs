@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod registry;
 pub mod scope;
 mod sessions;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -141,6 +142,8 @@ impl Api {
             .registry
             .find(command)
             .ok_or_else(|| ApiError::unknown_command(command))?;
+        // The rate limit counts every call of a known command, as CloudStack's checkers.
+        throttle::check(self, &caller).await?;
         if !cmd.roles.contains(&caller.role) {
             return Err(ApiError::not_available(command));
         }

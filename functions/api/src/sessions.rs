@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use stratus_cloudstack::{ApiError, ErrorCode, RawParams};
 use stratus_contracts::settings::names;
 use stratus_model::*;
+use stratus_store::Versioned;
 use subtle::ConstantTimeEq;
 
 use crate::{Api, Caller, Request, role_of, store_error};
@@ -98,29 +99,31 @@ impl Api {
                 .map_err(store_error)?,
             None => None,
         };
-        let Some(user) = user.map(|u| u.value) else {
+        let Some(user) = user else {
             password::verify_nobody(password);
             return Err(failed_login());
         };
-        if !password::verify(password, &user.password_hash) {
-            return Err(failed_login());
-        }
         let account = self
             .store
-            .get::<Account>(user.account_id)
+            .get::<Account>(user.value.account_id)
             .await
             .map_err(store_error)?
             .ok_or_else(failed_login)?
             .value;
-        if user.state != AccountState::Enabled || account.state != AccountState::Enabled {
+        if !password::verify(password, &user.value.password_hash) {
+            self.count_failed_login(user, &account).await;
+            return Err(failed_login());
+        }
+        if user.value.state != AccountState::Enabled || account.state != AccountState::Enabled {
             return Err(ApiError::new(
                 ErrorCode::AccountError,
                 format!(
-                    "User {username} in domain {} is disabled/locked (or account is disabled/locked)",
-                    domain.map(|d| d.path).unwrap_or_default()
+                    "User {username} (or their account) in domain {} is disabled/locked. Please contact the administrator.",
+                    domain.map(|d| d.name).unwrap_or_default()
                 ),
             ));
         }
+        let user = self.reset_login_attempts(user, &account).await;
         let jsessionid = random_token(24);
         let now = Utc::now();
         let session = Session {
@@ -159,6 +162,85 @@ impl Api {
         ];
         tracing::info!(user = %user.id, "logged in");
         Ok((answer, cookies))
+    }
+
+    /// A wrong password for an enabled user, as CloudStack's
+    /// `AccountManagerImpl.updateLoginAttemptsWhenIncorrectLoginAttemptsEnabled`
+    /// counts it: one more failed attempt on the user; the attempt that
+    /// reaches `incorrect.login.attempts.allowed` disables the user (the
+    /// count stays at the limit). Root admins' accounts are internal and
+    /// never counted, nor is a user already disabled or locked. A conditional
+    /// write of the user, re-read and retried on a conflict, so racing
+    /// logins on any API instance each count. A store failure is logged
+    /// and the login still fails, as in CloudStack.
+    async fn count_failed_login(&self, mut user: Versioned<User>, account: &Account) {
+        let allowed = self
+            .settings
+            .integer(names::incorrect_login_attempts_allowed());
+        if account.account_type == AccountType::Admin || allowed <= 0 {
+            return;
+        }
+        let allowed = u32::try_from(allowed).unwrap_or(u32::MAX);
+        for _ in 0..16 {
+            if user.value.state != AccountState::Enabled {
+                tracing::info!(user = %user.value.id, "login of a disabled/locked user");
+                return;
+            }
+            let made = user.value.login_attempts.saturating_add(1);
+            let mut counted = user.clone();
+            let disabled = made >= allowed;
+            counted.value.login_attempts = made.min(allowed);
+            if disabled {
+                counted.value.state = AccountState::Disabled;
+            }
+            match self.store.update(&counted).await {
+                Ok(_) if disabled => {
+                    tracing::warn!(user = %user.value.id, "user has been disabled due to multiple failed login attempts");
+                    return;
+                }
+                Ok(_) => {
+                    tracing::warn!(user = %user.value.id, remaining = allowed - made, "login attempt failed");
+                    return;
+                }
+                Err(e) if e.is_conflict() => match self.store.get::<User>(user.value.id).await {
+                    Ok(Some(again)) => user = again,
+                    _ => return,
+                },
+                Err(e) => {
+                    tracing::error!(user = %user.value.id, error = %e, "failed to update login attempts");
+                    return;
+                }
+            }
+        }
+        tracing::error!(user = %user.value.id, "failed to update login attempts: the user kept changing");
+    }
+
+    /// A successful login sets the failed attempts back to zero, as
+    /// CloudStack does for every login of a non-internal account (written
+    /// only when there is something to reset).
+    async fn reset_login_attempts(&self, mut user: Versioned<User>, account: &Account) -> User {
+        if account.account_type == AccountType::Admin {
+            return user.value;
+        }
+        for _ in 0..16 {
+            if user.value.login_attempts == 0 || user.value.state != AccountState::Enabled {
+                return user.value;
+            }
+            let mut reset = user.clone();
+            reset.value.login_attempts = 0;
+            match self.store.update(&reset).await {
+                Ok(done) => return done.value,
+                Err(e) if e.is_conflict() => match self.store.get::<User>(user.value.id).await {
+                    Ok(Some(again)) => user = again,
+                    _ => break,
+                },
+                Err(e) => {
+                    tracing::error!(user = %user.value.id, error = %e, "failed to reset login attempts");
+                    break;
+                }
+            }
+        }
+        user.value
     }
 
     /// `logout`: ends the session and expires its cookies.

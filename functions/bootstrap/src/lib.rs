@@ -249,6 +249,7 @@ pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
                     email: a.email.clone(),
                     state: AccountState::Enabled,
                     created: now,
+                    login_attempts: 0,
                 },
             )
             .await?

@@ -234,6 +234,71 @@ pub const REGISTRY: &[Setting] = &[
         dynamic: true,
         description: "Multiplier to ping.interval before announcing an agent has timed out",
     },
+    Setting {
+        name: "incorrect.login.attempts.allowed",
+        // CloudStack's `Config.IncorrectLoginAttemptsAllowed`: an Integer,
+        // in `configValuesForValidation`, so above 0 (its description's
+        // "<=0" cannot be set through updateConfiguration either).
+        kind: Kind::Integer(Whole::Positive),
+        default: "5",
+        scope: Scope::Global,
+        category: "Advanced",
+        // Dynamic here (CloudStack reads it once, at start): every login reads it.
+        dynamic: true,
+        description: "Incorrect login attempts allowed before the user is disabled (when value > 0). If value <=0 users are not disabled after failed login attempts",
+    },
+    Setting {
+        name: "api.throttling.enabled",
+        // The rate-limit plugin's `Config.ApiLimitEnabled`.
+        kind: Kind::Boolean,
+        default: "false",
+        scope: Scope::Global,
+        category: "Advanced",
+        // Dynamic here (a ConfigKey with isDynamic in recent CloudStack).
+        dynamic: true,
+        description: "Enable/disable Api rate limit",
+    },
+    Setting {
+        name: "api.throttling.interval",
+        // `Config.ApiLimitInterval`, an Integer with no bound in CloudStack.
+        // Chosen: above 0. The window is this many seconds from an account's
+        // first call; 0 would be Ehcache's "never expires" there (a limit
+        // for life), and a negative window means nothing.
+        kind: Kind::Integer(Whole::Positive),
+        default: "1",
+        scope: Scope::Global,
+        category: "Advanced",
+        dynamic: true,
+        description: "Time interval (in seconds) to reset API count",
+    },
+    Setting {
+        name: "api.throttling.max",
+        // `Config.ApiLimitMax`, an Integer with no bound in CloudStack.
+        // Chosen: above 0. At 0 or below every call of every account but
+        // the root admin's would be refused: a lockout, not a rate.
+        kind: Kind::Integer(Whole::Positive),
+        default: "25",
+        scope: Scope::Global,
+        category: "Advanced",
+        dynamic: true,
+        description: "Max allowed number of APIs within fixed interval",
+    },
+    Setting {
+        name: "api.throttling.cachesize",
+        // `Config.ApiLimitCacheSize`, an Integer with no bound in CloudStack,
+        // where it sizes each management server's Ehcache of counters
+        // (beyond it, accounts' counters are evicted and start again).
+        // Here the counters live in the data service, shared by every API
+        // instance, one row per account, so nothing is evicted: the setting
+        // is accepted and listed, as CloudStack's tools set it, and bounds
+        // nothing. Chosen bound: above 0, as a size.
+        kind: Kind::Integer(Whole::Positive),
+        default: "50000",
+        scope: Scope::Global,
+        category: "Advanced",
+        dynamic: true,
+        description: "Account based API count cache size",
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Setting> {
@@ -503,6 +568,18 @@ pub mod names {
     pub fn ping_timeout() -> &'static Setting {
         get("ping.timeout")
     }
+    pub fn incorrect_login_attempts_allowed() -> &'static Setting {
+        get("incorrect.login.attempts.allowed")
+    }
+    pub fn api_throttling_enabled() -> &'static Setting {
+        get("api.throttling.enabled")
+    }
+    pub fn api_throttling_interval() -> &'static Setting {
+        get("api.throttling.interval")
+    }
+    pub fn api_throttling_max() -> &'static Setting {
+        get("api.throttling.max")
+    }
 }
 
 #[cfg(test)]
@@ -525,6 +602,10 @@ mod tests {
         names::mem_overprovisioning();
         names::ping_interval();
         names::ping_timeout();
+        names::incorrect_login_attempts_allowed();
+        names::api_throttling_enabled();
+        names::api_throttling_interval();
+        names::api_throttling_max();
     }
 
     #[test]

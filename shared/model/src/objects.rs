@@ -106,6 +106,10 @@ pub struct User {
     pub email: String,
     pub state: AccountState,
     pub created: DateTime<Utc>,
+    /// Failed logins since the last success (CloudStack's `login_attempts`):
+    /// at `incorrect.login.attempts.allowed` the user is disabled.
+    #[serde(default)]
+    pub login_attempts: u32,
 }
 object!(User, "user", |u| Keys::default()
     .account(u.account_id)

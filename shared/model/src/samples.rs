@@ -63,6 +63,7 @@ impl Sample for User {
             email: "alice@example.org".into(),
             state: AccountState::Enabled,
             created: Utc::now(),
+            login_attempts: 0,
         }
     }
 }

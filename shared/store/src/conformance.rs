@@ -666,6 +666,57 @@ pub async fn an_import_counts_like_creates(store: &Store) {
     assert_eq!((p.items.len(), p.count), (10, 60));
 }
 
+/// Fixed windows of hits (a rate limit's counters): counted per key, ended
+/// after their length and begun again by the next hit, and exact when
+/// connections race, a fresh window's first hit included.
+pub async fn hits_in_a_window(stores: &[Arc<Store>]) {
+    use chrono::{Duration, TimeZone, Utc};
+    let store = &stores[0];
+    let key = format!("conformance-{}", uuid::Uuid::new_v4());
+    let t0 = Utc.timestamp_millis_opt(1_800_000_000_000).unwrap();
+    let window = std::time::Duration::from_millis(1000);
+    let at = move |ms: i64| t0 + Duration::milliseconds(ms);
+    for n in 1..=3 {
+        let h = store.hit(&key, at(n as i64 - 1), window).await.unwrap();
+        assert_eq!(
+            (h.count, h.ends),
+            (n, at(1000)),
+            "hit {n} of the first window"
+        );
+    }
+    // The window's last instant still counts; the next one begins a new window.
+    assert_eq!(store.hit(&key, at(1000), window).await.unwrap().count, 4);
+    let h = store.hit(&key, at(1001), window).await.unwrap();
+    assert_eq!(
+        (h.count, h.ends),
+        (1, at(2001)),
+        "a new window after the end"
+    );
+    let other = format!("{key}-other");
+    assert_eq!(store.hit(&other, at(1002), window).await.unwrap().count, 1);
+    assert_eq!(store.hit(&key, at(1003), window).await.unwrap().count, 2);
+
+    // Racers over every connection: each hit gets its own count, none lost,
+    // on a running window and on a fresh key (everyone begins it at once).
+    for (name, first) in [(key.clone(), 3u64), (format!("{key}-fresh"), 1)] {
+        let racers = 40;
+        let tasks: Vec<_> = (0..racers)
+            .map(|i| {
+                let store = stores[i % stores.len()].clone();
+                let (name, now) = (name.clone(), at(1500));
+                tokio::spawn(async move { store.hit(&name, now, window).await.unwrap() })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for t in tasks {
+            counts.push(t.await.unwrap().count);
+        }
+        counts.sort_unstable();
+        let expected: Vec<u64> = (first..first + racers as u64).collect();
+        assert_eq!(counts, expected, "{name}: racing hits");
+    }
+}
+
 /// Everything above, in order. `stores` are separate connections to one store.
 pub async fn run_all(stores: &[Arc<Store>]) {
     let store = &stores[0];
@@ -682,4 +733,5 @@ pub async fn run_all(stores: &[Arc<Store>]) {
     racing_for_the_last_capacity(stores, 50).await;
     paging_with_counts(stores).await;
     an_import_counts_like_creates(store).await;
+    hits_in_a_window(stores).await;
 }

@@ -561,6 +561,79 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// One hit on `key`'s window (item `window#<key>`, outside every index):
+    /// an atomic `ADD` while the window lasts; once it has ended (or for a
+    /// first hit) a conditional put begins it again, and whoever loses that
+    /// race adds to the window the winner began. Returns the hits and the
+    /// window's end.
+    pub async fn hit(&self, key: &str, now_ms: i64, window_ms: i64) -> Result<(u64, i64)> {
+        let pk = format!("window#{key}");
+        let number = |a: &HashMap<String, AttributeValue>, name: &str| {
+            a.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+        };
+        for _ in 0..8 {
+            let added = retrying(|| async {
+                if Faults::roll(self.faults.throttling) {
+                    return Err(Failure::Transient("ThrottlingException (injected)".into()));
+                }
+                match self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", s(pk.clone()))
+                    .update_expression("ADD n :one")
+                    .condition_expression("ends >= :now")
+                    .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                    .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
+                    .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                    .send()
+                    .await
+                {
+                    Ok(out) => Ok(out
+                        .attributes()
+                        .and_then(|a| Some((number(a, "n")?, number(a, "ends")?)))),
+                    Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(None),
+                    Err(e) => Err(classify(&self.table, &e)),
+                }
+            })
+            .await?;
+            if let Some((n, ends)) = added {
+                return Ok((n.max(0) as u64, ends));
+            }
+            let ends = now_ms + window_ms;
+            let began = retrying(|| async {
+                if Faults::roll(self.faults.throttling) {
+                    return Err(Failure::Transient("ThrottlingException (injected)".into()));
+                }
+                match self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .item("pk", s(pk.clone()))
+                    .item("n", AttributeValue::N("1".into()))
+                    .item("ends", AttributeValue::N(ends.to_string()))
+                    .condition_expression("attribute_not_exists(pk) OR ends < :now")
+                    .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+                    Err(e) => Err(classify(&self.table, &e)),
+                }
+            })
+            .await?;
+            if began {
+                return Ok((1, ends));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "DynamoDB: window {key} kept changing under 8 tries"
+        )))
+    }
+
     /// How many items a counter holds (one consistent read).
     pub async fn count(&self, counter: CounterKey) -> Result<u64> {
         let out = self

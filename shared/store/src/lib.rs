@@ -68,6 +68,13 @@ pub struct Versioned<T> {
     pub version: u64,
 }
 
+/// A window's hits so far, this one included, and when the window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hits {
+    pub count: u64,
+    pub ends: chrono::DateTime<chrono::Utc>,
+}
+
 /// How [`Store::page`] found where its page starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PagePath {
@@ -169,6 +176,30 @@ impl Store {
             backend,
             cursors: Cursors::default(),
         }
+    }
+
+    /// Counts one hit on the fixed window named `key`, atomically, for
+    /// every process sharing the store (a rate limit's counter): if the
+    /// window ended before `now` (or never began), a new one begins at `now`
+    /// lasting `window`, holding this hit; otherwise the hit is added to it.
+    /// One write, never a read-then-write race. A key holds one window at a
+    /// time, reset in place, so the windows of a key take no more room over time.
+    pub async fn hit(
+        &self,
+        key: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        window: std::time::Duration,
+    ) -> Result<Hits> {
+        let now_ms = now.timestamp_millis();
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 4);
+        let (count, ends_ms) = match &self.backend {
+            Backend::Sqlite(s) => s.hit(key.to_string(), now_ms, window_ms).await?,
+            Backend::DynamoDb(d) => d.hit(key, now_ms, window_ms).await?,
+        };
+        Ok(Hits {
+            count,
+            ends: chrono::DateTime::from_timestamp_millis(ends_ms).unwrap_or(now),
+        })
     }
 
     /// How many objects of type `T` the index holds (a counter read, no scan).

@@ -99,6 +99,11 @@ impl SqliteStore {
             "CREATE TABLE IF NOT EXISTS {table}_counters (kind TEXT NOT NULL, idx TEXT NOT NULL, value TEXT NOT NULL,
                 n INTEGER NOT NULL, PRIMARY KEY (kind, idx, value)) WITHOUT ROWID;"
         ));
+        // Fixed windows of hits (`Store::hit`): one row per key, reset in place.
+        ddl.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {table}_windows (key TEXT NOT NULL PRIMARY KEY,
+                n INTEGER NOT NULL, ends INTEGER NOT NULL) WITHOUT ROWID;"
+        ));
         for col in ["account", "zone", "host", "network", "state"] {
             ddl.push_str(&format!(
                 "CREATE INDEX IF NOT EXISTS {table}_by_{col} ON {table} (kind, {col}, id);"
@@ -221,6 +226,27 @@ impl SqliteStore {
                 .map_err(backend)?;
             }
             tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    /// One hit on `key`'s window, in one statement: a window that ended
+    /// before `now_ms` (or none) begins again at `now_ms` with this hit;
+    /// otherwise the hit is added to it. Returns the hits and the window's end.
+    pub async fn hit(&self, key: String, now_ms: i64, window_ms: i64) -> Result<(u64, i64)> {
+        self.blocking(move |conn, table| {
+            conn.prepare_cached(&format!(
+                "INSERT INTO {table}_windows (key, n, ends) VALUES (?1, 1, ?2 + ?3)
+                 ON CONFLICT (key) DO UPDATE SET
+                   n = CASE WHEN ends < ?2 THEN 1 ELSE n + 1 END,
+                   ends = CASE WHEN ends < ?2 THEN ?2 + ?3 ELSE ends END
+                 RETURNING n, ends"
+            ))
+            .map_err(backend)?
+            .query_row(params![key, now_ms, window_ms], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?))
+            })
+            .map_err(backend)
         })
         .await
     }

@@ -207,6 +207,18 @@ pub fn commands() -> Vec<Command> {
             account_view.clone(),
             |c, p| enable_account(c, p).boxed(),
         ),
+        Command::sync(
+            "enableUser",
+            "Enables a user account",
+            ADMINS,
+            vec![
+                required("id", Kind::Uuid, "Enables user by user ID.")
+                    .naming(scope::act_on::<User>()),
+            ],
+            "user",
+            sample_user(),
+            |c, p| enable_user(c, p).boxed(),
+        ),
         Command {
             is_async: true,
             ..Command::sync(
@@ -390,6 +402,7 @@ async fn create_account(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         email: p.get("email").unwrap_or_default().to_string(),
         state: AccountState::Enabled,
         created: now,
+        login_attempts: 0,
     };
     // Both ids follow from their names: the transaction's not-exists
     // conditions are the uniqueness check, race-free.
@@ -575,4 +588,58 @@ async fn enable_account(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         account = ctx.store.update(&account).await.map_err(store_error)?;
     }
     Ok(json!({ "account": account_view(ctx, &account.value).await? }))
+}
+
+/// `enableUser`, as CloudStack's `AccountManagerImpl.enableUser`: the user
+/// enabled, its account enabled too ("make sure the account is enabled
+/// too"), and its failed login attempts back to zero, in one transaction
+/// (retried on a conflict); the user as `listUsers` shows it.
+async fn enable_user(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
+    let id = named::<User>(ctx, p, "id").await?.value.id;
+    for _ in 0..16 {
+        let user = ctx
+            .store
+            .get::<User>(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::entity_not_found(ctx.command, "id", &id.to_string()))?;
+        let account = ctx
+            .store
+            .get::<Account>(user.value.account_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(format!(
+                    "unable to find user account {}",
+                    user.value.account_id
+                ))
+            })?;
+        let mut tx = Transaction::new();
+        if user.value.state != AccountState::Enabled || user.value.login_attempts != 0 {
+            let mut enabled = user.clone();
+            enabled.value.state = AccountState::Enabled;
+            enabled.value.login_attempts = 0;
+            tx.update(&enabled);
+        }
+        if account.value.state != AccountState::Enabled {
+            let mut enabled = account.clone();
+            enabled.value.state = AccountState::Enabled;
+            tx.update(&enabled);
+        }
+        if !tx.is_empty() {
+            match ctx.store.transact(tx).await {
+                Ok(()) => {}
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        let account = get::<Account>(ctx, user.value.account_id).await?;
+        let domain = get::<Domain>(ctx, account.domain_id).await?;
+        let view = user_views(ctx, &account, &domain, |u| u.id == id)
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::internal("Failed to enable user"))?;
+        return Ok(json!({ "user": view }));
+    }
+    Err(ApiError::internal(format!("Unable to enable user {id}")))
 }

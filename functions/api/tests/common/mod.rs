@@ -60,6 +60,7 @@ pub async fn person(store: &Store, domain: &Domain, name: &str, t: AccountType) 
         email: format!("{name}@example.com"),
         state: AccountState::Enabled,
         created: Utc::now(),
+        login_attempts: 0,
     };
     let key = format!("key-{name}");
     store.create(&account).await.unwrap();
