@@ -10,6 +10,7 @@
 //! | `CONSUL_HTTP_ADDR` | Consul agent address; unset means the local runner's stand-in | unset |
 //! | `STRATUS_HOME` | state directory | `$HOME/.stratus` |
 //! | `STRATUS_EVENTS_EXCHANGE` | the external CloudStack event exchange | `cloudstack-events` |
+//! | `STRATUS_SECRET_KEY` | the key secrets are sealed with: `file:PATH` or `kms:BLOB` | `file:$STRATUS_HOME/secret.key` |
 
 use std::path::PathBuf;
 
@@ -20,6 +21,7 @@ pub const ENV_TABLE_PREFIX: &str = "STRATUS_TABLE_PREFIX";
 pub const ENV_CONSUL_HTTP_ADDR: &str = "CONSUL_HTTP_ADDR";
 pub const ENV_HOME: &str = "STRATUS_HOME";
 pub const ENV_EVENTS_EXCHANGE: &str = "STRATUS_EVENTS_EXCHANGE";
+pub const ENV_SECRET_KEY: &str = "STRATUS_SECRET_KEY";
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
 
@@ -72,6 +74,64 @@ impl std::fmt::Display for StoreSelection {
     }
 }
 
+/// Where the key that seals secrets at rest (users' API secret keys) comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretKeySource {
+    /// A 32-byte key in a 0600 file (made on first use).
+    File(PathBuf),
+    /// A data key encrypted by KMS (its base64 `CiphertextBlob`), decrypted once per process.
+    Kms(String),
+}
+
+impl std::fmt::Debug for SecretKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "File({})", p.display()),
+            // The blob reveals nothing without KMS, but it need not be printed either.
+            Self::Kms(blob) => write!(f, "Kms({} chars)", blob.len()),
+        }
+    }
+}
+
+impl SecretKeySource {
+    fn parse(s: &str) -> Result<Self, ConfigError> {
+        if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(ConfigError::invalid(
+                    ENV_SECRET_KEY,
+                    s,
+                    "file: needs a path",
+                ));
+            }
+            Ok(Self::File(PathBuf::from(path)))
+        } else if let Some(blob) = s.strip_prefix("kms:") {
+            if blob.is_empty() {
+                return Err(ConfigError::invalid(
+                    ENV_SECRET_KEY,
+                    "kms:",
+                    "kms: needs the data key's CiphertextBlob (base64)",
+                ));
+            }
+            Ok(Self::Kms(blob.to_string()))
+        } else {
+            // Never echo the value: it might be a key pasted in by mistake.
+            Err(ConfigError::invalid(
+                ENV_SECRET_KEY,
+                "(not shown)",
+                "expected file:PATH or kms:CIPHERTEXT_BLOB",
+            ))
+        }
+    }
+
+    /// The value of `STRATUS_SECRET_KEY` that names this source.
+    pub fn to_env(&self) -> String {
+        match self {
+            Self::File(p) => format!("file:{}", p.display()),
+            Self::Kms(blob) => format!("kms:{blob}"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{variable}={value:?}: {message}")]
 pub struct ConfigError {
@@ -100,6 +160,7 @@ pub struct Config {
     pub consul_http_addr: Option<String>,
     pub home: PathBuf,
     pub events_exchange: String,
+    pub secret_key: SecretKeySource,
 }
 
 impl Config {
@@ -142,6 +203,10 @@ impl Config {
             Some(s) => s.parse()?,
             None => StoreSelection::Sqlite(home.join("stratus.db")),
         };
+        let secret_key = match get(ENV_SECRET_KEY) {
+            Some(s) => SecretKeySource::parse(&s)?,
+            None => SecretKeySource::File(home.join("secret.key")),
+        };
         Ok(Self {
             amqp_url,
             amqp_vhost: get(ENV_AMQP_VHOST).unwrap_or_else(|| "/".to_string()),
@@ -151,6 +216,7 @@ impl Config {
             home,
             events_exchange: get(ENV_EVENTS_EXCHANGE)
                 .unwrap_or_else(|| crate::names::DEFAULT_EVENTS_EXCHANGE.to_string()),
+            secret_key,
         })
     }
 
@@ -172,6 +238,7 @@ impl Config {
             (ENV_TABLE_PREFIX, self.table_prefix.clone()),
             (ENV_HOME, self.home.display().to_string()),
             (ENV_EVENTS_EXCHANGE, self.events_exchange.clone()),
+            (ENV_SECRET_KEY, self.secret_key.to_env()),
         ];
         if let Some(addr) = &self.consul_http_addr {
             env.push((ENV_CONSUL_HTTP_ADDR, addr.clone()));
@@ -216,6 +283,10 @@ mod tests {
         assert_eq!(c.amqp_uri(), "amqp://guest:guest@127.0.0.1:5672/%2F");
         assert_eq!(c.events_exchange, "cloudstack-events");
         assert_eq!(c.consul_http_addr, None);
+        assert_eq!(
+            c.secret_key,
+            SecretKeySource::File("/home/u/.stratus/secret.key".into())
+        );
     }
 
     #[test]
@@ -226,8 +297,10 @@ mod tests {
             ("STRATUS_AMQP_VHOST", "test-1"),
             ("STRATUS_STORE", "dynamodb:http://127.0.0.1:5000"),
             ("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
+            ("STRATUS_SECRET_KEY", "kms:AQIDAHh0ZXN0"),
         ])
         .unwrap();
+        assert_eq!(c.secret_key, SecretKeySource::Kms("AQIDAHh0ZXN0".into()));
         assert_eq!(c.amqp_uri(), "amqps://u:p@b.mq.example:5671/test-1");
         assert_eq!(
             c.store,
@@ -252,5 +325,11 @@ mod tests {
         assert_eq!(e.variable, "STRATUS_AMQP_URL");
         let e = config(&[("STRATUS_AMQP_URL", "amqp://h:5672/vh")]).unwrap_err();
         assert!(e.message.contains("STRATUS_AMQP_VHOST"));
+        // A key pasted in by mistake is refused, and not echoed.
+        let e = config(&[("STRATUS_SECRET_KEY", "c2VjcmV0LWtleQ==")]).unwrap_err();
+        assert_eq!(e.variable, "STRATUS_SECRET_KEY");
+        assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
+        let e = config(&[("STRATUS_SECRET_KEY", "file:")]).unwrap_err();
+        assert_eq!(e.variable, "STRATUS_SECRET_KEY");
     }
 }
