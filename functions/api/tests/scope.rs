@@ -214,7 +214,7 @@ async fn world() -> World {
         .await
         .unwrap();
     World {
-        api: Api::new(store, None, Arc::new(Defaults::default())),
+        api: Api::new(store, None, Arc::new(Defaults::default()), secrets()),
         parties,
     }
 }

@@ -118,15 +118,16 @@ async fn world() -> World {
     store.create(&account).await.unwrap();
     store.create(&user).await.unwrap();
     let (key, secret) = ("key-admin".to_string(), "secret-admin".to_string());
+    let secrets = Arc::new(SecretBox::new(&DataKey::generate(), "the test's key"));
     store
-        .create(&ApiKey {
-            id: ApiKey::id_for(&key),
-            api_key: key.clone(),
-            secret_key: secret.clone(),
-            user_id: user.id,
-            account_id: account.id,
-            created: Utc::now(),
-        })
+        .create(&ApiKey::with_secret(
+            key.clone(),
+            &Secret::new(secret.clone()),
+            user.id,
+            account.id,
+            Utc::now(),
+            &secrets,
+        ))
         .await
         .unwrap();
     let f = Fixture::default();
@@ -141,7 +142,7 @@ async fn world() -> World {
     store.create(&cluster).await.unwrap();
     let memory = Arc::new(Memory::default());
     World {
-        api: Api::new(store, None, memory.clone()),
+        api: Api::new(store, None, memory.clone(), secrets),
         memory,
         key,
         secret,
