@@ -213,8 +213,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let connection = broker::connect(&config, "stratus-local").await?;
     broker::declare_topology(&connection, &topology).await?;
     let _ = connection.close(200, "declared".into()).await;
-    std::fs::create_dir_all(&config.home)
-        .with_context(|| format!("creating STRATUS_HOME {}", config.home.display()))?;
+    // The state directory holds the store, the secret key file, the KV and
+    // cloudstack.ini: its owner's only (one made before with 0755 is tightened).
+    stratus_secrets::private::dir(&config.home)
+        .with_context(|| format!("making STRATUS_HOME {} (0700)", config.home.display()))?;
     prepare_store(&config).await?;
     // Consul: the one given, or the development stand-in, whose address the
     // functions and processes started here then receive.
