@@ -250,12 +250,15 @@ pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
     .await?;
     line("diag via gateway+runner+fn (floor)", took, &mut samples);
     // The same handler called in process, over the same store.
+    let store = Arc::new(Store::new(stratus_store::Backend::Sqlite(
+        stratus_store::sqlite::SqliteStore::open(path, &config.table_prefix)?,
+    )));
+    let secrets = Arc::new(store.secret_box(&config.secret_key).await?);
     let api = stratus_fn_api::Api::new(
-        Arc::new(Store::new(stratus_store::Backend::Sqlite(
-            stratus_store::sqlite::SqliteStore::open(path, &config.table_prefix)?,
-        ))),
+        store,
         None,
         Arc::new(stratus_contracts::settings::Defaults::default()),
+        secrets,
     );
     let mut samples = Vec::with_capacity(o.requests);
     let started = Instant::now();

@@ -209,6 +209,11 @@ impl Consul {
             anyhow::bail!("the Consul stand-in needs an ACL token");
         }
         let file = dir.map(|d| d.join("consul-kv.json"));
+        // Only its owner may read the KV (settings, session data): one written before with a wider mode is tightened.
+        if let Some(f) = &file {
+            stratus_secrets::private::restrict(f, stratus_secrets::private::FILE_MODE)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        }
         let mut data = match &file {
             Some(f) if f.exists() => serde_json::from_slice(&std::fs::read(f)?)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
@@ -236,7 +241,7 @@ impl Consul {
             let tmp = f.with_extension("json.tmp");
             let written = serde_json::to_vec(data)
                 .map_err(std::io::Error::other)
-                .and_then(|bytes| std::fs::write(&tmp, bytes))
+                .and_then(|bytes| stratus_secrets::private::write(&tmp, &bytes))
                 .and_then(|()| std::fs::rename(&tmp, f));
             if let Err(e) = written {
                 tracing::error!(file = %f.display(), error = %e, "the Consul stand-in could not persist its KV");

@@ -20,7 +20,7 @@ use stratus_cloudstack::envelope::{self, Format, Response, response_key};
 use stratus_cloudstack::{ApiError, Params, RawParams, signature};
 use stratus_contracts::settings::{SettingsSource, names};
 use stratus_messaging::publisher::Publisher;
-use stratus_model::{Account, AccountState, AccountType, ApiKey, User};
+use stratus_model::{Account, AccountState, AccountType, ApiKey, SecretBox, User};
 use stratus_store::Store;
 
 use registry::{Command, Kind, Registry, Role};
@@ -53,6 +53,8 @@ pub struct Ctx {
     /// Where job messages go; without one they wait in the outbox for the relay.
     pub publisher: Option<Arc<Publisher>>,
     pub settings: Arc<dyn SettingsSource>,
+    /// Seals and opens users' secret keys.
+    pub secrets: Arc<SecretBox>,
     pub caller: Caller,
     pub command: &'static str,
     pub registry: Arc<Registry>,
@@ -62,6 +64,7 @@ pub struct Api {
     pub store: Arc<Store>,
     pub publisher: Option<Arc<Publisher>>,
     pub settings: Arc<dyn SettingsSource>,
+    pub secrets: Arc<SecretBox>,
     pub registry: Arc<Registry>,
 }
 
@@ -70,11 +73,13 @@ impl Api {
         store: Arc<Store>,
         publisher: Option<Arc<Publisher>>,
         settings: Arc<dyn SettingsSource>,
+        secrets: Arc<SecretBox>,
     ) -> Self {
         Api {
             store,
             publisher,
             settings,
+            secrets,
             registry: Arc::new(commands::registry()),
         }
     }
@@ -152,6 +157,7 @@ impl Api {
             store: self.store.clone(),
             publisher: self.publisher.clone(),
             settings: self.settings.clone(),
+            secrets: self.secrets.clone(),
             caller,
             command: cmd.name,
             registry: self.registry.clone(),
@@ -197,7 +203,12 @@ impl Api {
         {
             return Err(ApiError::unverified());
         }
-        if !signature::verify(raw, &key.secret_key) {
+        let secret = key.secret(&self.secrets).map_err(|e| {
+            // The operator's problem (a wrong key file, a store not yet sealed), not the caller's.
+            tracing::error!(apikey = %key.id, error = %e, "an API key's secret does not open");
+            ApiError::unverified()
+        })?;
+        if !signature::verify(raw, secret.expose()) {
             return Err(ApiError::unverified());
         }
         // With enforce.post.requests.and.timestamps: POST only, v3 only, expires within 15 minutes.

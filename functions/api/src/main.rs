@@ -22,6 +22,8 @@ async fn main() -> Result<(), Error> {
     stratus_messaging::logging::init();
     let config = Config::from_env()?;
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
+    // The key that opens users' secret keys, once per process (cold start).
+    let secrets = Arc::new(store.secret_box(&config.secret_key).await?);
     let topology = Arc::new(stratus_messaging::broker::topology(&config)?);
     let consul = stratus_discovery::Client::from_config(&config);
     let publisher = Arc::new(Publisher::new(config, topology, "stratus-fn-api"));
@@ -36,7 +38,7 @@ async fn main() -> Result<(), Error> {
             Arc::new(Defaults::default())
         }
     };
-    let api = Arc::new(Api::new(store, Some(publisher), settings));
+    let api = Arc::new(Api::new(store, Some(publisher), settings, secrets));
     lambda_http::run(service_fn(move |req: Request| {
         let api = api.clone();
         async move {

@@ -40,7 +40,7 @@ async fn world() -> World {
     };
     store.create(&bobs_vm).await.unwrap();
     World {
-        api: Api::new(store, None, Arc::new(Defaults::default())),
+        api: Api::new(store, None, Arc::new(Defaults::default()), secrets()),
         admin,
         alice,
         bob,

@@ -63,8 +63,8 @@ async fn world() -> World {
     let admin = person(&store, &root, "admin", AccountType::Admin).await;
     let settings: Arc<Memory> = Arc::default();
     let apis = [
-        Api::new(store.clone(), None, settings.clone()),
-        Api::new(store.clone(), None, settings),
+        Api::new(store.clone(), None, settings.clone(), secrets()),
+        Api::new(store.clone(), None, settings, secrets()),
     ];
     World {
         store,

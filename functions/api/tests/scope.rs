@@ -207,7 +207,7 @@ async fn world() -> World {
     ];
     common::zone(&store).await;
     World {
-        api: Api::new(store, None, Arc::new(Defaults::default())),
+        api: Api::new(store, None, Arc::new(Defaults::default()), secrets()),
         parties,
     }
 }

@@ -89,7 +89,7 @@ async fn world() -> World {
     store.create(&cluster).await.unwrap();
     let memory = Arc::new(Memory::default());
     World {
-        api: Api::new(store, None, memory.clone()),
+        api: Api::new(store, None, memory.clone(), common::secrets()),
         memory,
         admin,
         cluster: cluster.id.to_string(),

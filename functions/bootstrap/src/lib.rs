@@ -201,7 +201,34 @@ impl Tally {
     }
 }
 
-pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
+/// Seals every API secret key a store from before sealing kept in plain
+/// text (one conditional update each), then checkpoints the store so the
+/// plain text is gone from its files; returns how many it sealed.
+pub async fn seal_plain_keys(store: &Store, secrets: &SecretBox) -> anyhow::Result<usize> {
+    let mut sealed = 0;
+    for mut key in store.walk::<ApiKey>(&Index::All).await? {
+        if let Some(now) = key.value.sealed_from_plain(secrets) {
+            key.value = now;
+            match store.update(&key).await {
+                Ok(_) => sealed += 1,
+                // Sealed, replaced or deleted meanwhile by another process.
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if sealed > 0 {
+        store.checkpoint().await?;
+        tracing::info!(
+            sealed,
+            "sealed API secret keys kept in plain text by a store from before"
+        );
+    }
+    Ok(sealed)
+}
+
+pub async fn run(store: &Store, spec: &ZoneFile, secrets: &SecretBox) -> anyhow::Result<Outcome> {
+    seal_plain_keys(store, secrets).await?;
     let now = Utc::now();
     let mut t = Tally::default();
     let domain = t
@@ -270,7 +297,7 @@ pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
             k
         }
         None => {
-            t.ensure(store, ApiKey::generate(user.id, account.id, now))
+            t.ensure(store, ApiKey::generate(user.id, account.id, now, secrets).0)
                 .await?
         }
     };
@@ -448,9 +475,12 @@ pub async fn run(store: &Store, spec: &ZoneFile) -> anyhow::Result<Outcome> {
         )
         .await?;
     }
+    let secret = key
+        .secret(secrets)
+        .map_err(|e| anyhow::anyhow!("the root admin's API key {}: {e}", key.id))?;
     Ok(Outcome {
         apikey: key.api_key,
-        secretkey: key.secret_key,
+        secretkey: secret.expose().to_string(),
         keys_created,
         admin_user_id: user.id.to_string(),
         zone_id: zone.id.to_string(),
@@ -478,18 +508,78 @@ mod tests {
         Store::new(Backend::Sqlite(SqliteStore::open(&path, "t_").unwrap()))
     }
 
+    fn secrets() -> SecretBox {
+        SecretBox::new(&stratus_secrets::DataKey::generate(), "test")
+    }
+
+    /// Whether `secret` (as text, or its bytes in hex or standard base64) is
+    /// in the database file or its WAL.
+    fn on_disk(db: &std::path::Path, secret: &str) -> Vec<String> {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let raw = URL_SAFE_NO_PAD.decode(secret).unwrap();
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let forms = [
+            secret.as_bytes().to_vec(),
+            raw.clone(),
+            hex.into_bytes(),
+            STANDARD.encode(&raw).into_bytes(),
+        ];
+        let mut found = vec![];
+        for file in ["", "-wal"] {
+            let mut path = db.as_os_str().to_owned();
+            path.push(file);
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            for (i, f) in forms.iter().enumerate() {
+                if bytes.windows(f.len()).any(|w| w == f.as_slice()) {
+                    found.push(format!("encoding {i} in {}", path.display()));
+                }
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn the_admins_secret_key_is_not_in_the_database_files() {
+        let db = std::env::temp_dir().join(format!("bootstrap-{}.db", Uuid::new_v4().simple()));
+        let store = Store::new(Backend::Sqlite(SqliteStore::open(&db, "t_").unwrap()));
+        let spec = ZoneFile::parse("default", DEFAULT_ZONE_FILE).unwrap();
+        let outcome = run(&store, &spec, &secrets()).await.unwrap();
+        assert!(std::fs::metadata(format!("{}-wal", db.display())).is_ok());
+        assert_eq!(on_disk(&db, &outcome.secretkey), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn plain_text_keys_from_before_are_sealed_and_scrubbed() {
+        let db = std::env::temp_dir().join(format!("bootstrap-{}.db", Uuid::new_v4().simple()));
+        let store = Store::new(Backend::Sqlite(SqliteStore::open(&db, "t_").unwrap()));
+        let secrets = secrets();
+        // A store from before: the secret key in plain text.
+        let plain = "cGxhaW4tdGV4dC1zZWNyZXQta2V5LWZyb20tYmVmb3JlLXNlYWxpbmctd2FzLWFkZGVkLXRvLXN0cmF0dXMtISE";
+        let (mut old, _) = ApiKey::generate(Id::new(), Id::new(), Utc::now(), &secrets);
+        old.secret_key = Sealed::from_stored(plain);
+        store.create(&old).await.unwrap();
+        assert!(!on_disk(&db, plain).is_empty(), "the test writes it");
+        assert_eq!(seal_plain_keys(&store, &secrets).await.unwrap(), 1);
+        let now = store.get(old.id).await.unwrap().unwrap().value;
+        assert_eq!(now.secret(&secrets).unwrap().expose(), plain);
+        assert_eq!(on_disk(&db, plain), Vec::<String>::new());
+        assert_eq!(seal_plain_keys(&store, &secrets).await.unwrap(), 0);
+    }
+
     #[tokio::test]
     async fn a_second_run_changes_nothing() {
         let store = store();
+        let secrets = secrets();
         let spec = ZoneFile::parse("default", DEFAULT_ZONE_FILE).unwrap();
-        let first = run(&store, &spec).await.unwrap();
+        let first = run(&store, &spec, &secrets).await.unwrap();
         assert!(first.created > 15, "{first:?}");
         assert_eq!(first.existing, 0);
         assert!(first.keys_created);
         assert!(!format!("{first:?}").contains(&first.secretkey));
         let hosts = store.count::<Host>(&Index::All).await.unwrap();
         assert_eq!(hosts, 3);
-        let again = run(&store, &spec).await.unwrap();
+        let again = run(&store, &spec, &secrets).await.unwrap();
         assert_eq!((again.created, again.existing), (0, first.created));
         assert!(!again.keys_created);
         assert_eq!(

@@ -27,9 +27,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     stratus_messaging::logging::init();
     let config = Config::from_env()?;
     let write_ini = std::env::var_os("STRATUS_HOME").is_some();
+    if write_ini {
+        // STRATUS_HOME holds the key file, the store and cloudstack.ini: its owner's only.
+        stratus_secrets::private::dir(&config.home)
+            .map_err(|e| format!("making STRATUS_HOME {} private: {e}", config.home.display()))?;
+    }
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
+    // The key that seals users' secret keys (made here on a first start).
+    let secrets = Arc::new(store.secret_box(&config.secret_key).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let (store, home) = (store.clone(), config.home.clone());
+        let (store, home, secrets) = (store.clone(), config.home.clone(), secrets.clone());
         let span = tracing::info_span!("bootstrap", request_id = %event.context.request_id);
         async move {
             let e = event.payload;
@@ -47,7 +54,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .and_then(Value::as_str)
                 .unwrap_or("http://127.0.0.1:8080/client/api")
                 .to_string();
-            let outcome = run(&store, &spec).await?;
+            let outcome = run(&store, &spec, &secrets).await?;
             tracing::info!(created = outcome.created, existing = outcome.existing, zone = %outcome.zone_id, "bootstrap done");
             let mut answer = json!({
                 "endpoint": endpoint,

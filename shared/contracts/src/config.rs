@@ -13,6 +13,7 @@
 //! | `STRATUS_EVENTS_EXCHANGE` | the external CloudStack event exchange | `cloudstack-events` |
 //! | `STRATUS_BROKER_WAIT_MS` | the longest any one wait on the broker may take (connecting, a confirm, an ack) | `2000` |
 //! | `STRATUS_AMQP_HEARTBEAT` | AMQP heartbeat asked for, in seconds: a silent broker is given up after twice this | `10` |
+//! | `STRATUS_SECRET_KEY` | the key secrets are sealed with: `file:PATH` or `kms:BLOB` | `file:$STRATUS_HOME/secret.key` |
 
 use std::path::PathBuf;
 
@@ -40,6 +41,7 @@ pub const DEFAULT_BROKER_WAIT: std::time::Duration = std::time::Duration::from_m
 /// nothing for twice this, so a paused broker is noticed within 20 s (the
 /// broker's own default of 60 s would take two minutes).
 pub const DEFAULT_AMQP_HEARTBEAT_S: u16 = 10;
+pub const ENV_SECRET_KEY: &str = "STRATUS_SECRET_KEY";
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
 
@@ -114,6 +116,64 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Where the key that seals secrets at rest (users' API secret keys) comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretKeySource {
+    /// A 32-byte key in a 0600 file (made on first use).
+    File(PathBuf),
+    /// A data key encrypted by KMS (its base64 `CiphertextBlob`), decrypted once per process.
+    Kms(String),
+}
+
+impl std::fmt::Debug for SecretKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "File({})", p.display()),
+            // The blob reveals nothing without KMS, but it need not be printed either.
+            Self::Kms(blob) => write!(f, "Kms({} chars)", blob.len()),
+        }
+    }
+}
+
+impl SecretKeySource {
+    fn parse(s: &str) -> Result<Self, ConfigError> {
+        if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(ConfigError::invalid(
+                    ENV_SECRET_KEY,
+                    s,
+                    "file: needs a path",
+                ));
+            }
+            Ok(Self::File(PathBuf::from(path)))
+        } else if let Some(blob) = s.strip_prefix("kms:") {
+            if blob.is_empty() {
+                return Err(ConfigError::invalid(
+                    ENV_SECRET_KEY,
+                    "kms:",
+                    "kms: needs the data key's CiphertextBlob (base64)",
+                ));
+            }
+            Ok(Self::Kms(blob.to_string()))
+        } else {
+            // Never echo the value: it might be a key pasted in by mistake.
+            Err(ConfigError::invalid(
+                ENV_SECRET_KEY,
+                "(not shown)",
+                "expected file:PATH or kms:CIPHERTEXT_BLOB",
+            ))
+        }
+    }
+
+    /// The value of `STRATUS_SECRET_KEY` that names this source.
+    pub fn to_env(&self) -> String {
+        match self {
+            Self::File(p) => format!("file:{}", p.display()),
+            Self::Kms(blob) => format!("kms:{blob}"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{variable}={value:?}: {message}")]
 pub struct ConfigError {
@@ -149,6 +209,7 @@ pub struct Config {
     pub broker_wait: std::time::Duration,
     /// See [`DEFAULT_AMQP_HEARTBEAT_S`].
     pub amqp_heartbeat_s: u16,
+    pub secret_key: SecretKeySource,
 }
 
 impl Config {
@@ -213,6 +274,10 @@ impl Config {
         let amqp_heartbeat_s = number(ENV_AMQP_HEARTBEAT)?
             .map(|n| n as u16)
             .unwrap_or(DEFAULT_AMQP_HEARTBEAT_S);
+        let secret_key = match get(ENV_SECRET_KEY) {
+            Some(s) => SecretKeySource::parse(&s)?,
+            None => SecretKeySource::File(home.join("secret.key")),
+        };
         Ok(Self {
             broker_wait,
             amqp_heartbeat_s,
@@ -225,6 +290,7 @@ impl Config {
             home,
             events_exchange: get(ENV_EVENTS_EXCHANGE)
                 .unwrap_or_else(|| crate::names::DEFAULT_EVENTS_EXCHANGE.to_string()),
+            secret_key,
         })
     }
 
@@ -250,6 +316,7 @@ impl Config {
             (ENV_EVENTS_EXCHANGE, self.events_exchange.clone()),
             (ENV_BROKER_WAIT_MS, self.broker_wait.as_millis().to_string()),
             (ENV_AMQP_HEARTBEAT, self.amqp_heartbeat_s.to_string()),
+            (ENV_SECRET_KEY, self.secret_key.to_env()),
         ];
         if let Some(addr) = &self.consul_http_addr {
             env.push((ENV_CONSUL_HTTP_ADDR, addr.clone()));
@@ -273,6 +340,8 @@ impl std::fmt::Debug for Config {
             .field("events_exchange", &self.events_exchange)
             .field("broker_wait", &self.broker_wait)
             .field("amqp_heartbeat_s", &self.amqp_heartbeat_s)
+            .field("consul_http_token", &self.consul_http_token)
+            .field("secret_key", &self.secret_key)
             .finish()
     }
 }
@@ -329,6 +398,10 @@ mod tests {
         assert_eq!(c.broker_wait, DEFAULT_BROKER_WAIT);
         assert_eq!(c.events_exchange, "cloudstack-events");
         assert_eq!(c.consul_http_addr, None);
+        assert_eq!(
+            c.secret_key,
+            SecretKeySource::File("/home/u/.stratus/secret.key".into())
+        );
     }
 
     #[test]
@@ -342,6 +415,7 @@ mod tests {
             ("CONSUL_HTTP_TOKEN", "b1gs3cr3t-token"),
             ("STRATUS_BROKER_WAIT_MS", "750"),
             ("STRATUS_AMQP_HEARTBEAT", "5"),
+            ("STRATUS_SECRET_KEY", "kms:AQIDAHh0ZXN0"),
         ])
         .unwrap();
         assert_eq!(
@@ -349,6 +423,7 @@ mod tests {
             "amqps://u:p@b.mq.example:5671/test-1?heartbeat=5"
         );
         assert_eq!(c.broker_wait, std::time::Duration::from_millis(750));
+        assert_eq!(c.secret_key, SecretKeySource::Kms("AQIDAHh0ZXN0".into()));
         assert_eq!(
             c.store,
             StoreSelection::DynamoDb("http://127.0.0.1:5000".into())
@@ -399,5 +474,11 @@ mod tests {
         }
         let e = config(&[("STRATUS_AMQP_URL", "amqp://h:5672/vh")]).unwrap_err();
         assert!(e.message.contains("STRATUS_AMQP_VHOST"));
+        // A key pasted in by mistake is refused, and not echoed.
+        let e = config(&[("STRATUS_SECRET_KEY", "c2VjcmV0LWtleQ==")]).unwrap_err();
+        assert_eq!(e.variable, "STRATUS_SECRET_KEY");
+        assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
+        let e = config(&[("STRATUS_SECRET_KEY", "file:")]).unwrap_err();
+        assert_eq!(e.variable, "STRATUS_SECRET_KEY");
     }
 }

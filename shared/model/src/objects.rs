@@ -8,6 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{Id, Keys, Object};
+pub use stratus_secrets::{DataKey, Sealed, Secret, SecretBox, SecretError};
 
 macro_rules! object {
     ($t:ty, $kind:literal, |$s:ident| $keys:expr) => {
@@ -124,12 +125,15 @@ impl User {
 }
 
 /// An API key pair. Its id is derived from the API key, so a signed request's
-/// key is found with one read by id.
+/// key is found with one read by id. The secret key is kept sealed
+/// (AES-256-GCM under the platform's secret key, bound to this row's id and
+/// user, see [`ApiKey::seal_context`]), as CloudStack encrypts it with its
+/// database key: the store never holds it in the clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKey {
     pub id: Id<ApiKey>,
     pub api_key: String,
-    pub secret_key: String,
+    pub secret_key: Sealed,
     pub user_id: Id<User>,
     pub account_id: Id<Account>,
     pub created: DateTime<Utc>,
@@ -142,21 +146,66 @@ impl ApiKey {
         Id::derived(Self::NAMESPACE, api_key)
     }
 
+    /// The associated data a secret key is sealed with: its row and its
+    /// user, so a sealed value moved to another row (or a row re-pointed at
+    /// another user) does not open.
+    pub fn seal_context(id: Id<ApiKey>, user_id: Id<User>) -> String {
+        format!("apikey/{id}/user/{user_id}")
+    }
+
     /// A new key pair for `user`: API key and secret each 64 random bytes,
-    /// base64url, as CloudStack makes them.
-    pub fn generate(user_id: Id<User>, account_id: Id<Account>, created: DateTime<Utc>) -> ApiKey {
+    /// base64url, as CloudStack makes them; the secret sealed by `secrets`
+    /// and handed back in the clear once, for the answer to its owner.
+    pub fn generate(
+        user_id: Id<User>,
+        account_id: Id<Account>,
+        created: DateTime<Utc>,
+        secrets: &SecretBox,
+    ) -> (ApiKey, Secret) {
         use base64::Engine;
         let new =
             || base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 64]>());
-        let api_key = new();
+        let secret = Secret::new(new());
+        let key = Self::with_secret(new(), &secret, user_id, account_id, created, secrets);
+        (key, secret)
+    }
+
+    /// A key pair with the given API key and secret, the secret sealed.
+    pub fn with_secret(
+        api_key: String,
+        secret: &Secret,
+        user_id: Id<User>,
+        account_id: Id<Account>,
+        created: DateTime<Utc>,
+        secrets: &SecretBox,
+    ) -> ApiKey {
+        let id = Self::id_for(&api_key);
         ApiKey {
-            id: Self::id_for(&api_key),
+            id,
             api_key,
-            secret_key: new(),
+            secret_key: secrets.seal(secret.expose(), &Self::seal_context(id, user_id)),
             user_id,
             account_id,
             created,
         }
+    }
+
+    /// The secret key in the clear, opened for this row.
+    pub fn secret(&self, secrets: &SecretBox) -> Result<Secret, SecretError> {
+        secrets.open(&self.secret_key, &Self::seal_context(self.id, self.user_id))
+    }
+
+    /// Seals a plain-text secret kept by a store from before secrets were
+    /// sealed; `None` when it is sealed already.
+    pub fn sealed_from_plain(&self, secrets: &SecretBox) -> Option<ApiKey> {
+        if self.secret_key.is_sealed() {
+            return None;
+        }
+        let plain = Secret::new(self.secret_key.as_stored().to_string());
+        Some(ApiKey {
+            secret_key: secrets.seal(plain.expose(), &Self::seal_context(self.id, self.user_id)),
+            ..self.clone()
+        })
     }
 }
 
@@ -895,5 +944,53 @@ impl Nic {
     /// The NIC made for allocation `key`: a repeated allocation finds it.
     pub fn id_for(key: &str) -> Id<Nic> {
         Id::derived(Self::NAMESPACE, key)
+    }
+}
+
+#[cfg(test)]
+mod api_key_tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_secret_moved_to_another_users_row_does_not_open() {
+        let secrets = SecretBox::new(&DataKey::generate(), "test");
+        let (alice_account, bob_account) = (Id::new(), Id::new());
+        let (alice, alice_secret) =
+            ApiKey::generate(Id::new(), alice_account, Utc::now(), &secrets);
+        let (bob, _) = ApiKey::generate(Id::new(), bob_account, Utc::now(), &secrets);
+        assert_eq!(alice.secret(&secrets).unwrap(), alice_secret);
+        assert!(
+            !serde_json::to_string(&alice)
+                .unwrap()
+                .contains(alice_secret.expose())
+        );
+        // Alice's sealed secret copied into Bob's row: it does not open there.
+        let moved = ApiKey {
+            secret_key: alice.secret_key.clone(),
+            ..bob.clone()
+        };
+        let e = moved.secret(&secrets).unwrap_err();
+        assert!(matches!(e, SecretError::DoesNotOpen { .. }), "{e}");
+        // Alice's row re-pointed at Bob's user: it does not open either.
+        let repointed = ApiKey {
+            user_id: bob.user_id,
+            ..alice.clone()
+        };
+        assert!(repointed.secret(&secrets).is_err());
+    }
+
+    #[test]
+    fn a_plain_text_secret_from_before_is_sealed_in_place() {
+        let secrets = SecretBox::new(&DataKey::generate(), "test");
+        let (sealed, _) = ApiKey::generate(Id::new(), Id::new(), Utc::now(), &secrets);
+        assert!(sealed.sealed_from_plain(&secrets).is_none());
+        let old = ApiKey {
+            secret_key: Sealed::from_stored("plain-secret"),
+            ..sealed
+        };
+        assert!(matches!(old.secret(&secrets), Err(SecretError::NotSealed)));
+        let now = old.sealed_from_plain(&secrets).unwrap();
+        assert_eq!(now.secret(&secrets).unwrap().expose(), "plain-secret");
+        assert_eq!((now.id, now.user_id), (old.id, old.user_id));
     }
 }

@@ -73,7 +73,7 @@ impl Sample for ApiKey {
         ApiKey {
             id: ApiKey::id_for(&api_key),
             api_key,
-            secret_key: "secret".into(),
+            secret_key: Sealed::from_stored("v1:c2FtcGxl"),
             user_id: f.user,
             account_id: f.account,
             created: Utc::now(),

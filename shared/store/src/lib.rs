@@ -61,6 +61,15 @@ impl StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Why [`Store::secret_box`] has no box.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretBoxError {
+    #[error("the secret key: {0}")]
+    Key(stratus_secrets::SecretError),
+    #[error("counting sealed secrets: {0}")]
+    Store(StoreError),
+}
+
 /// An object and the version it was read or written at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned<T> {
@@ -277,6 +286,36 @@ impl Store {
                 dynamodb::DynamoStore::connect(url, prefix, Default::default()).await?,
             )),
         })
+    }
+
+    /// After a write that replaced a secret in the clear (sealing a store
+    /// from before): SQLite checkpoints and truncates its WAL; DynamoDB keeps
+    /// no old versions, so there is nothing to do.
+    pub async fn checkpoint(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.checkpoint().await,
+            Backend::DynamoDb(_) => Ok(()),
+        }
+    }
+
+    /// The box that opens the secrets this store holds, its key from
+    /// `source` (`STRATUS_SECRET_KEY`), loaded once per process. A missing
+    /// key file is made only while the store holds no API key: with sealed
+    /// secrets present, a new key would open none of them, so that is an
+    /// error naming the file.
+    pub async fn secret_box(
+        &self,
+        source: &stratus_contracts::config::SecretKeySource,
+    ) -> std::result::Result<stratus_model::SecretBox, SecretBoxError> {
+        let empty = self
+            .count::<stratus_model::ApiKey>(&Index::All)
+            .await
+            .map_err(SecretBoxError::Store)?
+            == 0;
+        let provider = stratus_secrets::provider(source, empty);
+        stratus_model::SecretBox::load(&*provider)
+            .await
+            .map_err(SecretBoxError::Key)
     }
 
     async fn get_item(&self, kind: &'static str, id: Uuid) -> Result<Option<Item>> {

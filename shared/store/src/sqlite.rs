@@ -59,6 +59,10 @@ fn connect(path: &Path) -> Result<Connection> {
         .map_err(backend)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(backend)?;
+    // Content a write replaces or deletes is zeroed in the b-tree pages it
+    // rewrites anyway (no extra I/O): a replaced value does not linger.
+    conn.pragma_update(None, "secure_delete", "FAST")
+        .map_err(backend)?;
     // Every statement is prepared once per connection (parsing was a quarter
     // of a point read's CPU); there are a few dozen distinct ones.
     conn.set_prepared_statement_cache_capacity(64);
@@ -76,10 +80,32 @@ fn connect(path: &Path) -> Result<Connection> {
 
 impl SqliteStore {
     /// Opens (and creates, if needed) the store at `path`, its table named `<prefix>items`.
+    /// Only its owner may read it: a directory made for it is 0700; the
+    /// database is made (or tightened to) 0600 before SQLite opens it, so
+    /// the `-wal` and `-shm` files SQLite makes with its mode are 0600 too,
+    /// and existing ones are tightened.
     pub fn open(path: &Path, prefix: &str) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(stratus_secrets::private::DIR_MODE)
+                .create(dir)
                 .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        }
+        let private = |p: &Path, make: bool| {
+            if make {
+                stratus_secrets::private::file(p)
+            } else {
+                stratus_secrets::private::restrict(p, stratus_secrets::private::FILE_MODE)
+            }
+            .map_err(|e| StoreError::Backend(format!("making {} private: {e}", p.display())))
+        };
+        private(path, true)?;
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            private(Path::new(&side), false)?;
         }
         let conn = connect(path)?;
         let table = format!("{prefix}items");
@@ -116,6 +142,17 @@ impl SqliteStore {
             reader: Mutex::new(connect(path)?),
             table,
         })
+    }
+
+    /// Copies the WAL into the database and truncates it, so what writes
+    /// replaced is gone from both files (with `secure_delete`). Readers in
+    /// other processes may keep part of it for now; that is not an error.
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.blocking(|conn, _| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(backend)
+        })
+        .await
     }
 
     /// Runs a read in place, on the read connection.

@@ -182,3 +182,52 @@ async fn racing_processes_have_one_winner() {
     assert_eq!(h.cpu_allocated, 1000);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+fn mode(p: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    format!(
+        "{:o}",
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    )
+}
+
+/// The database and its WAL are only their owner's: made 0600 (SQLite gives
+/// `-wal`/`-shm` the database's mode), a directory made for them 0700, and a
+/// store made before with wider modes tightened when opened.
+#[tokio::test]
+async fn the_database_files_are_private_and_wider_ones_are_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = temp_db("modes");
+    let dir = path.parent().unwrap().to_path_buf();
+    let store = open(&path);
+    store
+        .create(&<Vm as stratus_model::samples::Sample>::sample(
+            &Default::default(),
+        ))
+        .await
+        .unwrap();
+    let wal = dir.join("stratus.db-wal");
+    let shm = dir.join("stratus.db-shm");
+    assert_eq!(
+        (mode(&dir), mode(&path), mode(&wal), mode(&shm)),
+        ("700".into(), "600".into(), "600".into(), "600".into())
+    );
+    drop(store);
+    // A store from before: world-readable files.
+    for f in [&path, &wal, &shm] {
+        if f.exists() {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let store = open(&path);
+    store
+        .create(&<Vm as stratus_model::samples::Sample>::sample(
+            &Default::default(),
+        ))
+        .await
+        .unwrap();
+    for f in [&path, &wal, &shm] {
+        assert_eq!(mode(f), "600", "{}", f.display());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

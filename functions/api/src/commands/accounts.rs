@@ -526,7 +526,7 @@ async fn register_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         .into_iter()
         .filter(|k| k.user_id == user.id)
         .collect();
-    let key = ApiKey::generate(user.id, user.account_id, Utc::now());
+    let (key, secret) = ApiKey::generate(user.id, user.account_id, Utc::now(), &ctx.secrets);
     // The new pair replaces the old ones, in one transaction.
     let mut tx = Transaction::new();
     tx.create(&key);
@@ -537,7 +537,7 @@ async fn register_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         }
     }
     ctx.store.transact(tx).await.map_err(store_error)?;
-    Ok(json!({ "userkeys": { "apikey": key.api_key, "secretkey": key.secret_key } }))
+    Ok(json!({ "userkeys": { "apikey": key.api_key, "secretkey": secret.expose() } }))
 }
 
 async fn get_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
@@ -547,7 +547,15 @@ async fn get_user_keys(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         .into_iter()
         .find(|k| k.user_id == user.id);
     Ok(match key {
-        Some(k) => json!({ "userkeys": { "apikey": k.api_key, "secretkey": k.secret_key } }),
+        Some(k) => {
+            let secret = k.secret(&ctx.secrets).map_err(|e| {
+                tracing::error!(apikey = %k.id, error = %e, "an API key's secret does not open");
+                ApiError::internal(
+                    "Internal error executing command: the secret key cannot be read",
+                )
+            })?;
+            json!({ "userkeys": { "apikey": k.api_key, "secretkey": secret.expose() } })
+        }
         None => json!({ "userkeys": {} }),
     })
 }

@@ -19,6 +19,13 @@ pub struct Who {
     pub user: User,
 }
 
+/// The box that seals every test person's secret key (one key per test process).
+pub fn secrets() -> Arc<SecretBox> {
+    static BOX: std::sync::OnceLock<Arc<SecretBox>> = std::sync::OnceLock::new();
+    BOX.get_or_init(|| Arc::new(SecretBox::new(&DataKey::generate(), "the tests' key")))
+        .clone()
+}
+
 /// A store of its own, in a fresh SQLite file.
 pub fn store() -> Arc<Store> {
     let path = std::env::temp_dir().join(format!("api-{}.db", uuid::Uuid::new_v4().simple()));
@@ -66,14 +73,14 @@ pub async fn person(store: &Store, domain: &Domain, name: &str, t: AccountType) 
     store.create(&account).await.unwrap();
     store.create(&user).await.unwrap();
     store
-        .create(&ApiKey {
-            id: ApiKey::id_for(&key),
-            api_key: key.clone(),
-            secret_key: format!("secret-{name}"),
-            user_id: user.id,
-            account_id: account.id,
-            created: Utc::now(),
-        })
+        .create(&ApiKey::with_secret(
+            key.clone(),
+            &Secret::new(format!("secret-{name}")),
+            user.id,
+            account.id,
+            Utc::now(),
+            &secrets(),
+        ))
         .await
         .unwrap();
     Who {
