@@ -238,11 +238,9 @@ impl Consul {
 
     fn persist(&self, data: &Data) {
         if let Some(f) = &self.file {
-            let tmp = f.with_extension("json.tmp");
             let written = serde_json::to_vec(data)
                 .map_err(std::io::Error::other)
-                .and_then(|bytes| stratus_secrets::private::write(&tmp, &bytes))
-                .and_then(|()| std::fs::rename(&tmp, f));
+                .and_then(|bytes| stratus_secrets::private::replace(f, &bytes));
             if let Err(e) = written {
                 tracing::error!(file = %f.display(), error = %e, "the Consul stand-in could not persist its KV");
             }

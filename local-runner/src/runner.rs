@@ -226,7 +226,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     .await;
     // The state directory is the runner's user's alone: it holds the store
     // (every API key), cloudstack.ini and the tokens.
-    crate::secrets::private_home(&config.home)?;
+    stratus_secrets::private::home(&config.home)?;
     prepare_store(&config).await?;
     // Consul: the one given, or the development stand-in, whose address the
     // functions and processes started here then receive.
@@ -379,7 +379,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         consul: consul_addr.clone(),
         token: Some(token),
     };
-    crate::secrets::write_private(&address_file, &serde_json::to_vec_pretty(&address)?)?;
+    stratus_secrets::private::replace(&address_file, &serde_json::to_vec_pretty(&address)?)
+        .with_context(|| format!("writing {}", address_file.display()))?;
     tracing::info!(
         functions = pools.len(),
         queue_triggers = triggers.len(),

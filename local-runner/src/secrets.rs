@@ -16,11 +16,10 @@
 //! `STRATUS_HOME` itself is kept 0700: it also holds the store (every API
 //! key) and `cloudstack.ini`.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use stratus_secrets::private;
 
 /// A fresh secret: 256 bits from the thread's CSPRNG (ChaCha seeded by the
 /// OS), as 64 hex digits (safe in a URL path, a header and a file).
@@ -30,16 +29,10 @@ pub fn generate() -> String {
 }
 
 /// Compares a presented secret with the expected one in time that does not
-/// depend on where they differ.
+/// depend on where they differ (`subtle`, as the password check does).
 pub fn same(presented: &[u8], expected: &[u8]) -> bool {
-    if presented.len() != expected.len() {
-        return false;
-    }
-    let diff = presented
-        .iter()
-        .zip(expected)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    std::hint::black_box(diff) == 0
+    use subtle::ConstantTimeEq;
+    presented.ct_eq(expected).into()
 }
 
 /// The bearer token of an `Authorization` header, if any.
@@ -52,69 +45,12 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Creates `STRATUS_HOME` with mode 0700, or brings an existing one of ours
-/// to 0700 (it holds the store, the keys and the tokens).
-pub fn private_home(home: &Path) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(home)
-        .with_context(|| format!("creating STRATUS_HOME {}", home.display()))?;
-    let meta =
-        std::fs::metadata(home).with_context(|| format!("STRATUS_HOME {}", home.display()))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        bail!(
-            "STRATUS_HOME {} belongs to uid {}, not to this user (uid {me}): choose a directory of your own",
-            home.display(),
-            meta.uid()
-        );
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o1002 != 0 {
-        // Sticky or world-writable: a shared directory (/tmp, say), not a state directory.
-        bail!(
-            "STRATUS_HOME {} is a shared directory (mode {:o}): choose a directory of your own",
-            home.display(),
-            mode & 0o7777
-        );
-    }
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("making STRATUS_HOME {} private (0700)", home.display()))?;
-        tracing::info!(home = %home.display(), "STRATUS_HOME made private (mode 0700)");
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` as a file only its owner can read or write
-/// (0600 from its creation: written beside it, then renamed over it).
-pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// The secret kept in `path` (a 0600 file), made and written there when missing.
 pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => {
-            let meta = std::fs::metadata(path)?;
-            if meta.permissions().mode() & 0o077 != 0 {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .with_context(|| format!("making {} private (0600)", path.display()))?;
-            }
+            private::restrict(path, private::FILE_MODE)
+                .with_context(|| format!("making {} private (0600)", path.display()))?;
             Ok(text.trim().to_string())
         }
         Ok(_) => create(path),
@@ -125,13 +61,15 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
 
 fn create(path: &Path) -> anyhow::Result<String> {
     let secret = generate();
-    write_private(path, format!("{secret}\n").as_bytes())?;
+    private::replace(path, format!("{secret}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(secret)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn secrets_are_long_fresh_and_compared_whole() {
@@ -151,17 +89,17 @@ mod tests {
             std::env::temp_dir().join(format!("stratus-secrets-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&home).unwrap();
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
-        private_home(&home).unwrap();
+        private::home(&home).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&home), 0o700);
         let nested = home.join("a/b");
-        private_home(&nested).unwrap();
+        private::home(&nested).unwrap();
         assert_eq!(mode(&home.join("a")), 0o700);
         assert_eq!(mode(&nested), 0o700);
         let shared = home.join("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let e = private_home(&shared).unwrap_err().to_string();
+        let e = private::home(&shared).unwrap_err().to_string();
         assert!(e.contains("shared directory"), "{e}");
         assert_eq!(mode(&shared), 0o777, "a shared directory is left as it is");
         let file = home.join("token");

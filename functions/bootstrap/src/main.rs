@@ -29,7 +29,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let write_ini = std::env::var_os("STRATUS_HOME").is_some();
     if write_ini {
         // STRATUS_HOME holds the key file, the store and cloudstack.ini: its owner's only.
-        stratus_secrets::private::dir(&config.home)
+        stratus_secrets::private::home(&config.home)
             .map_err(|e| format!("making STRATUS_HOME {} private: {e}", config.home.display()))?;
     }
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
@@ -65,7 +65,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             });
             if write_ini {
                 let path = home.join("cloudstack.ini");
-                write_private(&path, &cloudstack_ini(&endpoint, &outcome))
+                stratus_secrets::private::write(&path, cloudstack_ini(&endpoint, &outcome).as_bytes())
                     .map_err(|err| format!("writing {}: {err}", path.display()))?;
                 answer["ini"] = json!(path.display().to_string());
             } else {
@@ -89,18 +89,4 @@ fn show_once(outcome: &stratus_fn_bootstrap::Outcome, ini: Option<&str>) {
         "\nThe root admin's API keys, shown this once{kept}:\n  apikey    = {}\n  secretkey = {}\n",
         outcome.apikey, outcome.secretkey
     );
-}
-
-/// Writes a file only its owner can read: it holds a secret key.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(text.as_bytes())
 }

@@ -3,7 +3,7 @@
 //! mode (a store from before, a directory made by `mkdir`), and never widens one.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The mode a directory holding secrets gets.
@@ -18,6 +18,36 @@ pub fn dir(dir: &Path) -> std::io::Result<()> {
         .mode(DIR_MODE)
         .create(dir)?;
     restrict(dir, DIR_MODE)
+}
+
+/// Makes `STRATUS_HOME` (a state directory: the store, the keys, the tokens)
+/// as [`dir`] does, after refusing one that is not this user's own: owned by
+/// another user, or shared (sticky or world-writable, `/tmp` say), which is
+/// left as it is.
+pub fn home(home: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(home)?;
+    let meta = std::fs::metadata(home)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "STRATUS_HOME {} belongs to uid {}, not to this user (uid {me}): choose a directory of your own",
+            home.display(),
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o1002 != 0 {
+        return Err(std::io::Error::other(format!(
+            "STRATUS_HOME {} is a shared directory (mode {:o}): choose a directory of your own",
+            home.display(),
+            mode & 0o7777
+        )));
+    }
+    restrict(home, DIR_MODE)
 }
 
 /// Removes group and other bits from an existing `path` beyond `mode`
@@ -59,6 +89,21 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// Replaces `path` with `bytes` atomically: written whole to a 0600 file
+/// beside it, then renamed over it, so a reader never sees half a file.
+pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!(
+        "tmp-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = write_new(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Writes `bytes` to `path` (replacing it), 0600 whatever the file's mode was.
