@@ -512,33 +512,6 @@ mod tests {
         SecretBox::new(&stratus_secrets::DataKey::generate(), "test")
     }
 
-    /// Whether `secret` (as text, or its bytes in hex or standard base64) is
-    /// in the database file or its WAL.
-    fn on_disk(db: &std::path::Path, secret: &str) -> Vec<String> {
-        use base64::Engine;
-        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-        let raw = URL_SAFE_NO_PAD.decode(secret).unwrap();
-        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        let forms = [
-            secret.as_bytes().to_vec(),
-            raw.clone(),
-            hex.into_bytes(),
-            STANDARD.encode(&raw).into_bytes(),
-        ];
-        let mut found = vec![];
-        for file in ["", "-wal"] {
-            let mut path = db.as_os_str().to_owned();
-            path.push(file);
-            let bytes = std::fs::read(&path).unwrap_or_default();
-            for (i, f) in forms.iter().enumerate() {
-                if bytes.windows(f.len()).any(|w| w == f.as_slice()) {
-                    found.push(format!("encoding {i} in {}", path.display()));
-                }
-            }
-        }
-        found
-    }
-
     #[tokio::test]
     async fn the_admins_secret_key_is_not_in_the_database_files() {
         let db = std::env::temp_dir().join(format!("bootstrap-{}.db", Uuid::new_v4().simple()));
@@ -546,7 +519,10 @@ mod tests {
         let spec = ZoneFile::parse("default", DEFAULT_ZONE_FILE).unwrap();
         let outcome = run(&store, &spec, &secrets()).await.unwrap();
         assert!(std::fs::metadata(format!("{}-wal", db.display())).is_ok());
-        assert_eq!(on_disk(&db, &outcome.secretkey), Vec::<String>::new());
+        assert_eq!(
+            stratus_secrets::traces::in_sqlite_files(&db, &outcome.secretkey),
+            Vec::<String>::new()
+        );
     }
 
     #[tokio::test]
@@ -559,11 +535,17 @@ mod tests {
         let (mut old, _) = ApiKey::generate(Id::new(), Id::new(), Utc::now(), &secrets);
         old.secret_key = Sealed::from_stored(plain);
         store.create(&old).await.unwrap();
-        assert!(!on_disk(&db, plain).is_empty(), "the test writes it");
+        assert!(
+            !stratus_secrets::traces::in_sqlite_files(&db, plain).is_empty(),
+            "the test writes it"
+        );
         assert_eq!(seal_plain_keys(&store, &secrets).await.unwrap(), 1);
         let now = store.get(old.id).await.unwrap().unwrap().value;
         assert_eq!(now.secret(&secrets).unwrap().expose(), plain);
-        assert_eq!(on_disk(&db, plain), Vec::<String>::new());
+        assert_eq!(
+            stratus_secrets::traces::in_sqlite_files(&db, plain),
+            Vec::<String>::new()
+        );
         assert_eq!(seal_plain_keys(&store, &secrets).await.unwrap(), 0);
     }
 

@@ -18,6 +18,7 @@
 //!   secret, and tightening of ones made with wider modes.
 
 pub mod private;
+pub mod traces;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
