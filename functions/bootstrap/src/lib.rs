@@ -527,14 +527,21 @@ mod tests {
 
     #[tokio::test]
     async fn plain_text_keys_from_before_are_sealed_and_scrubbed() {
-        let db = std::env::temp_dir().join(format!("bootstrap-{}.db", Uuid::new_v4().simple()));
+        let home = std::env::temp_dir().join(format!("bootstrap-{}", Uuid::new_v4().simple()));
+        let db = home.join("stratus.db");
         let store = Store::new(Backend::Sqlite(SqliteStore::open(&db, "t_").unwrap()));
-        let secrets = secrets();
-        // A store from before: the secret key in plain text.
+        // A store from before: the secret key in plain text, and no key file yet.
         let plain = "cGxhaW4tdGV4dC1zZWNyZXQta2V5LWZyb20tYmVmb3JlLXNlYWxpbmctd2FzLWFkZGVkLXRvLXN0cmF0dXMtISE";
-        let (mut old, _) = ApiKey::generate(Id::new(), Id::new(), Utc::now(), &secrets);
+        let (mut old, _) = ApiKey::generate(Id::new(), Id::new(), Utc::now(), &secrets());
         old.secret_key = Sealed::from_stored(plain);
         store.create(&old).await.unwrap();
+        // Its key file is made at the first start after the upgrade, as
+        // nothing in the store is sealed yet.
+        let source = stratus_contracts::config::SecretKeySource::File(home.join("secret.key"));
+        let secrets = store
+            .secret_box(&source)
+            .await
+            .expect("a store holding only plain-text keys gets its key file");
         assert!(
             !stratus_secrets::traces::in_sqlite_files(&db, plain).is_empty(),
             "the test writes it"
@@ -547,6 +554,10 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(seal_plain_keys(&store, &secrets).await.unwrap(), 0);
+        // Sealed now: a lost key file is an error, never a fresh key.
+        std::fs::remove_file(home.join("secret.key")).unwrap();
+        assert!(store.secret_box(&source).await.is_err());
+        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[tokio::test]

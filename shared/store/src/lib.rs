@@ -300,19 +300,21 @@ impl Store {
 
     /// The box that opens the secrets this store holds, its key from
     /// `source` (`STRATUS_SECRET_KEY`), loaded once per process. A missing
-    /// key file is made only while the store holds no API key: with sealed
-    /// secrets present, a new key would open none of them, so that is an
-    /// error naming the file.
+    /// key file is made only while the store holds no sealed secret: with
+    /// sealed secrets present, a new key would open none of them, so that is
+    /// an error naming the file. (A store from before sealing holds only
+    /// plain-text keys: it gets its key file here, and the bootstrap seals them.)
     pub async fn secret_box(
         &self,
         source: &stratus_contracts::config::SecretKeySource,
     ) -> std::result::Result<stratus_model::SecretBox, SecretBoxError> {
-        let empty = self
-            .count::<stratus_model::ApiKey>(&Index::All)
+        let no_sealed = !self
+            .walk::<stratus_model::ApiKey>(&Index::All)
             .await
             .map_err(SecretBoxError::Store)?
-            == 0;
-        let provider = stratus_secrets::provider(source, empty);
+            .iter()
+            .any(|k| k.value.secret_key.is_sealed());
+        let provider = stratus_secrets::provider(source, no_sealed);
         stratus_model::SecretBox::load(&*provider)
             .await
             .map_err(SecretBoxError::Key)
