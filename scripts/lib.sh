@@ -131,7 +131,7 @@ ensure_broker_user() {
  "permissions":[{"user":"$user","vhost":"$vhost","configure":".*","write":".*","read":".*"}]}
 JSON
   # rabbitmqctl reads the file as the rabbitmq user.
-  if id rabbitmq >/dev/null 2>&1; then as_root chown rabbitmq "$defs"; else chmod 0644 "$defs"; fi
+  if id rabbitmq >/dev/null 2>&1; then as_root chown rabbitmq "$defs"; fi
   as_root rabbitmqctl -q import_definitions "$defs" >/dev/null || { rm -f "$defs"; die "could not create the broker user $user"; }
   rm -f "$defs"
   export STRATUS_AMQP_URL="amqp://$user:$password@127.0.0.1:${RABBITMQ_NODE_PORT:-5672}"

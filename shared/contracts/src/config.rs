@@ -232,7 +232,7 @@ impl Config {
         if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
             return Err(ConfigError::invalid(
                 ENV_AMQP_URL,
-                &amqp_url,
+                &redacted_url(&amqp_url),
                 "expected amqp:// or amqps://",
             ));
         }
@@ -244,7 +244,7 @@ impl Config {
         {
             return Err(ConfigError::invalid(
                 ENV_AMQP_URL,
-                &amqp_url,
+                &redacted_url(&amqp_url),
                 "give the vhost in STRATUS_AMQP_VHOST, not in the URL",
             ));
         }
@@ -447,6 +447,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(round_trip, c);
+    }
+
+    #[test]
+    fn a_refused_broker_url_hides_its_password() {
+        for url in ["http://u:s3cret@h", "amqp://u:s3cret@h:5672/vh"] {
+            let e = config(&[("STRATUS_AMQP_URL", url)]).unwrap_err();
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+            assert!(!format!("{e:?}").contains("s3cret"), "{e:?}");
+        }
     }
 
     #[test]

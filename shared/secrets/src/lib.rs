@@ -324,7 +324,14 @@ impl FileKey {
     /// Makes the key file atomically: written whole to a private temporary
     /// file, then linked into place only if no other process made it first.
     fn create(&self) -> Result<(), SecretError> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // A missing directory is made 0700; an existing one is left as it is
+        // (the file itself is 0600): a key file named in a shared directory
+        // must not change that directory's mode.
+        if let Some(dir) = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
             private::dir(dir).map_err(|e| self.error(format!("its directory: {e}")))?;
         }
         let key = DataKey::generate();
