@@ -214,16 +214,7 @@ impl QueueTrigger {
             Err(e) => return Some(e.into()),
         };
         let result = self.consume_on(&connection, slot, backoff).await;
-        // Bounded like every other wait: a broker that does not answer the
-        // close holds nothing (the connection, dropped, is closed by lapin, or
-        // given up by its heartbeat check), and whatever was unacked on it is
-        // the broker's to redeliver.
-        let _ = within(
-            self.config.broker_wait,
-            "closing the connection",
-            connection.close(200, "poller stopping".into()),
-        )
-        .await;
+        broker::close(&connection, self.config.broker_wait, "poller stopping").await;
         result.err()
     }
 

@@ -92,6 +92,15 @@ pub enum InstanceState {
     Retiring,
 }
 
+impl Instance {
+    /// Marks it retiring and kills its process (resumed first, if frozen).
+    fn retire(&mut self) {
+        self.state = InstanceState::Retiring;
+        signal(self.pid, libc::SIGCONT);
+        signal(self.pid, libc::SIGKILL);
+    }
+}
+
 struct Instance {
     /// The secret in the path of its `AWS_LAMBDA_RUNTIME_API`: only this
     /// instance (and the runner's user) knows it, so only it can play its runtime.
@@ -484,9 +493,7 @@ impl Pool {
                 let mut instances = self.instances.lock().await;
                 if let Some(instance) = instances.get_mut(&id) {
                     instance.current = None;
-                    instance.state = InstanceState::Retiring;
-                    signal(instance.pid, libc::SIGCONT);
-                    signal(instance.pid, libc::SIGKILL);
+                    instance.retire();
                 }
                 tracing::warn!(function = %self.spec.name, instance = id, request_id, "task timed out; instance killed");
                 Outcome::platform_error(
@@ -543,11 +550,14 @@ impl Pool {
             };
             match readiness {
                 Readiness::Ready(id) => {
-                    let instances = self.instances.lock().await;
-                    if instances
-                        .get(&id)
-                        .is_some_and(|i| i.state == InstanceState::Idle && i.current.is_none())
+                    // Claimed under the lock: the idle reaper retires only
+                    // idle instances, so it cannot take this one away now.
+                    let mut instances = self.instances.lock().await;
+                    if let Some(i) = instances
+                        .get_mut(&id)
+                        .filter(|i| i.state == InstanceState::Idle && i.current.is_none())
                     {
+                        i.state = InstanceState::Busy;
                         return Ok(id);
                     }
                 }
@@ -630,9 +640,7 @@ impl Pool {
             {
                 self.counters.hung.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(function = %self.spec.name, instance = id, pid = instance.pid, timeout_s = self.spec.timeout.as_secs(), "instance answered but did not ask for its next event; killed as hung");
-                instance.state = InstanceState::Retiring;
-                signal(instance.pid, libc::SIGCONT);
-                signal(instance.pid, libc::SIGKILL);
+                instance.retire();
             }
         }
     }
@@ -652,9 +660,7 @@ impl Pool {
                 && instance.last_used.elapsed() >= self.idle_timeout
             {
                 tracing::info!(function = %self.spec.name, instance = id, "stopping idle instance");
-                instance.state = InstanceState::Retiring;
-                signal(instance.pid, libc::SIGCONT);
-                signal(instance.pid, libc::SIGKILL);
+                instance.retire();
                 live -= 1;
             }
         }
@@ -664,9 +670,7 @@ impl Pool {
     pub async fn shutdown(&self) {
         let mut instances = self.instances.lock().await;
         for instance in instances.values_mut() {
-            instance.state = InstanceState::Retiring;
-            signal(instance.pid, libc::SIGCONT);
-            signal(instance.pid, libc::SIGKILL);
+            instance.retire();
         }
     }
 

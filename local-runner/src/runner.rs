@@ -218,12 +218,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         broker::declare_topology(&connection, &topology),
     )
     .await?;
-    let _ = broker::within(
-        config.broker_wait,
-        "closing the connection",
-        connection.close(200, "declared".into()),
-    )
-    .await;
+    broker::close(&connection, config.broker_wait, "declared").await;
     // The state directory is the runner's user's alone: it holds the store
     // (every API key), cloudstack.ini and the tokens.
     stratus_secrets::private::home(&config.home)?;

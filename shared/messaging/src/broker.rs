@@ -66,6 +66,19 @@ pub fn topology(config: &Config) -> Result<Topology, BrokerError> {
 
 pub use stratus_contracts::config::redacted_url;
 
+/// Closes `connection` politely, waiting at most `wait` for the broker's
+/// close-ok: a broker that does not answer holds nobody (the connection,
+/// dropped, is closed by lapin or given up by its heartbeat check, and what
+/// was unacked on it is the broker's to redeliver).
+pub async fn close(connection: &Connection, wait: std::time::Duration, reason: &str) {
+    let _ = within(
+        wait,
+        "closing the connection",
+        connection.close(200, reason.into()),
+    )
+    .await;
+}
+
 /// Opens a connection, bounded by the configured broker wait (TCP, TLS and the
 /// AMQP handshake together). There is no automatic recovery: whoever holds a
 /// connection notices it failing (an error, a timeout, its status) and opens

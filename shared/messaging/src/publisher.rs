@@ -81,14 +81,7 @@ impl Link {
     /// Gives the link up: its close is sent in the background, bounded, so
     /// that a broker that does not answer holds nobody.
     fn discard(self, wait: std::time::Duration) {
-        tokio::spawn(async move {
-            let _ = broker::within(
-                wait,
-                "closing a given-up link",
-                self.connection.close(200, "link given up".into()),
-            )
-            .await;
-        });
+        tokio::spawn(async move { broker::close(&self.connection, wait, "link given up").await });
     }
 }
 
@@ -176,12 +169,7 @@ impl Publisher {
 
     pub async fn close(&self) {
         if let Some(link) = self.link.lock().await.take() {
-            let _ = broker::within(
-                self.config.broker_wait,
-                "closing the connection",
-                link.connection.close(200, "bye".into()),
-            )
-            .await;
+            broker::close(&link.connection, self.config.broker_wait, "bye").await;
         }
     }
 }
