@@ -120,8 +120,10 @@ pub fn function_processes(runner_pid: u32) -> Vec<(u32, String)> {
     found
 }
 
-/// Checks that the status lists exactly the function processes that exist.
-pub fn assert_status_matches_processes(status: &serde_json::Value, runner_pid: u32) {
+/// Where the status and the processes disagree, if they do: the function
+/// instances it lists against the `stratus-fn-*` children of the runner, and
+/// any poller it counts without a consumer on the broker.
+pub fn status_disagreement(status: &serde_json::Value, runner_pid: u32) -> Option<String> {
     let mut listed: Vec<u32> = status["functions"]
         .as_array()
         .unwrap()
@@ -134,8 +136,15 @@ pub fn assert_status_matches_processes(status: &serde_json::Value, runner_pid: u
         .iter()
         .map(|(p, _)| *p)
         .collect();
-    assert_eq!(
-        listed, running,
-        "the status lists instances {listed:?}, the processes are {running:?}: {status:#}"
-    );
+    if listed != running {
+        return Some(format!(
+            "the status lists instances {listed:?}, the processes are {running:?}"
+        ));
+    }
+    status["queue_triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["pollers"].as_u64().unwrap() > t["consumers"].as_u64().unwrap_or(0))
+        .map(|t| format!("a poller counted without a consumer: {t}"))
 }

@@ -268,29 +268,20 @@ async fn wait_for_the_orchestrator_consumer(p: &Platform) -> Value {
 /// The status and the processes agree (retried briefly: an instance killed
 /// a moment ago is listed until its exit is reaped).
 async fn assert_status_tells_the_truth(p: &Platform) {
+    // The status and /proc are read one after the other, and instances come
+    // and go under the load: the two must agree at some moment within the
+    // bound, and a status that lies never does.
     let started = Instant::now();
     loop {
         let status = p.runner.status().await;
-        let listed: usize = status["functions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["instances"].as_array().unwrap().len())
-            .sum();
-        if listed == faults::function_processes(p.runner.pid()).len()
-            || started.elapsed() > Duration::from_secs(5)
-        {
-            faults::assert_status_matches_processes(&status, p.runner.pid());
-            for t in status["queue_triggers"].as_array().unwrap() {
-                let consumers = t["consumers"].as_u64().unwrap_or(0);
-                assert!(
-                    t["pollers"].as_u64().unwrap() <= consumers,
-                    "a poller counted without a consumer: {t}"
-                );
-            }
+        let Some(why) = faults::status_disagreement(&status, p.runner.pid()) else {
             return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "for 10 s: {why}: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
