@@ -55,6 +55,9 @@ pub struct ZoneSpec {
     pub dns1: String,
     pub internal_dns1: String,
     pub guest_cidr_address: Option<String>,
+    /// The guest VLAN range, e.g. `100-200`.
+    #[serde(default)]
+    pub vlan: Option<String>,
     pub pods: Vec<PodSpec>,
     pub primary_storage: Vec<PoolSpec>,
 }
@@ -314,6 +317,7 @@ pub async fn run(store: &Store, spec: &ZoneFile, secrets: &SecretBox) -> anyhow:
                 dns1: z.dns1.clone(),
                 internal_dns1: z.internal_dns1.clone(),
                 guest_cidr_address: z.guest_cidr_address.clone(),
+                vlan_range: z.vlan.clone(),
                 security_groups_enabled: false,
                 local_storage_enabled: false,
                 created: now,

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod message_types;
 pub mod names;
 pub mod settings;
+pub mod simulator;
 pub mod topology;
 
 /// A JSON document failed to load: the file and, where serde knows it, the field.

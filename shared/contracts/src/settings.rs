@@ -235,6 +235,30 @@ pub const REGISTRY: &[Setting] = &[
         description: "Multiplier to ping.interval before announcing an agent has timed out",
     },
     Setting {
+        name: "expunge.delay",
+        // CloudStack's `Config.ExpungeDelay`: an Integer, default 86400 s;
+        // in `configValuesForValidation`, so above 0.
+        kind: Kind::Integer(Whole::Positive),
+        default: "86400",
+        scope: Scope::Global,
+        category: "Advanced",
+        // Dynamic here: the orchestrator's sweep reads it every pass.
+        dynamic: true,
+        description: "Determines how long (in seconds) to wait before actually expunging destroyed vm. The default value = the default value of expunge.interval",
+    },
+    Setting {
+        name: "saga.step.timeout",
+        // Stratus's own: how long a saga waits for one step's result before
+        // it fails the step and undoes the saga. Longer than a message's
+        // retry budget (1 + 5 + 30 + 120 s of delay tiers).
+        kind: Kind::Integer(Whole::Range(1, 86400)),
+        default: "300",
+        scope: Scope::Global,
+        category: "Advanced",
+        dynamic: true,
+        description: "Seconds a VM job waits for one step (a component's or a host agent's answer) before it fails the job and undoes what the job did",
+    },
+    Setting {
         name: "incorrect.login.attempts.allowed",
         // CloudStack's `Config.IncorrectLoginAttemptsAllowed`: an Integer,
         // in `configValuesForValidation`, so above 0 (its description's
@@ -564,6 +588,12 @@ pub mod names {
     }
     pub fn ping_interval() -> &'static Setting {
         get("ping.interval")
+    }
+    pub fn expunge_delay() -> &'static Setting {
+        get("expunge.delay")
+    }
+    pub fn saga_step_timeout() -> &'static Setting {
+        get("saga.step.timeout")
     }
     pub fn ping_timeout() -> &'static Setting {
         get("ping.timeout")

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod outbox;
 pub mod publisher;
 pub mod rmq_event;
+pub mod step;
 
 pub use envelope::Envelope;
 pub use harness::{Effects, HandlerError, Handlers, emit};

@@ -99,4 +99,5 @@ pub const KINDS: &[&str] = &[
     OutboxMessage::KIND,
     Handled::KIND,
     Reservation::KIND,
+    VlanClaim::KIND,
 ];

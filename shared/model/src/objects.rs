@@ -251,6 +251,10 @@ pub struct Zone {
     pub guest_cidr_address: Option<String>,
     pub security_groups_enabled: bool,
     pub local_storage_enabled: bool,
+    /// The guest VLAN range isolated networks take their VLAN from, e.g.
+    /// `100-200` (CloudStack's zone `vlan`); None: no VLANs to give out.
+    #[serde(default)]
+    pub vlan_range: Option<String>,
     pub created: DateTime<Utc>,
 }
 object!(Zone, "zone", |z| Keys::default()
@@ -610,6 +614,24 @@ pub struct Vm {
     pub user_data: Option<String>,
     pub ssh_key_pairs: Vec<String>,
     pub created: DateTime<Utc>,
+    /// Names shown with the ids (CloudStack's `zonename`, `hostname`,
+    /// `templatename`, `serviceofferingname`), written with the ids.
+    #[serde(default)]
+    pub zone_name: String,
+    #[serde(default)]
+    pub host_name: Option<String>,
+    #[serde(default)]
+    pub template_name: String,
+    #[serde(default)]
+    pub service_offering_name: String,
+    /// The VM's NICs as its deploy allocated them (the `Nic` rows hold the
+    /// addresses; this copy is what the VM's view shows).
+    #[serde(default)]
+    pub nics: Vec<Nic>,
+    /// When the state last changed: an `Error` or `Destroyed` VM is
+    /// expunged `expunge.delay` seconds after it.
+    #[serde(default)]
+    pub state_changed: Option<DateTime<Utc>>,
 }
 object!(Vm, "vm", |v| Keys::default()
     .account(v.account_id)
@@ -862,17 +884,68 @@ pub enum SagaStatus {
     Failed,
 }
 
-/// A saga's record; the orchestration engine owns what its parameters and
-/// step log mean.
+/// A saga's record; the orchestration engine owns what its parameters,
+/// steps and log mean.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saga {
     pub id: Id<Saga>,
     pub kind: String,
     pub parameters: Value,
     pub status: SagaStatus,
+    /// What happened besides the steps: results that came for a step the
+    /// saga no longer waited on, timeouts, parked messages.
     pub step_log: Vec<Value>,
     pub job_id: Option<Id<AsyncJob>>,
     pub created: DateTime<Utc>,
+    /// The steps, in order, each with its state and times.
+    #[serde(default)]
+    pub steps: Vec<SagaStep>,
+    /// The step running (forward) or being undone (unwinding).
+    #[serde(default)]
+    pub cursor: usize,
+    /// Why the saga failed: `{"errorcode": .., "errortext": ..}`.
+    #[serde(default)]
+    pub error: Option<Value>,
+    #[serde(default)]
+    pub ended: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepState {
+    Pending,
+    /// Its action was sent (or, for a local step, is being applied).
+    Running,
+    Done,
+    Failed,
+    /// Its undo was sent.
+    Undoing,
+    Undone,
+    /// Its undo failed or timed out: left for an operator (an alert says so).
+    UndoFailed,
+}
+
+/// One step of a saga, as it ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaStep {
+    pub name: String,
+    pub state: StepState,
+    #[serde(default)]
+    pub started: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ended: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub undo_started: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub undo_ended: Option<DateTime<Utc>>,
+    /// When the action (or undo) in flight times out.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    /// What the action answered, for later steps and the undo.
+    #[serde(default)]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 object!(Saga, "saga", |s| Keys::default().state(&s.status));
 
@@ -936,6 +1009,27 @@ impl Reservation {
     pub const NAMESPACE: Uuid = Uuid::from_u128(0x3d9a_61f0_0b2e_47a5_b6c1_0000_0000_0c11);
     pub fn id_for(key: &str) -> Id<Reservation> {
         Id::derived(Self::NAMESPACE, key)
+    }
+}
+
+/// A guest VLAN taken from a zone's range by one network. Its id is derived
+/// from (zone, vlan), so two claims of the same VLAN collide on the id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VlanClaim {
+    pub id: Id<VlanClaim>,
+    pub zone_id: Id<Zone>,
+    pub vlan: u32,
+    pub network_id: Id<Network>,
+    pub created: DateTime<Utc>,
+}
+object!(VlanClaim, "vlanclaim", |v| Keys::default()
+    .zone(v.zone_id)
+    .network(v.network_id));
+
+impl VlanClaim {
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0x5a0c_7e21_9d44_4f3a_b1e8_0000_0000_07a1);
+    pub fn id_for(zone: Id<Zone>, vlan: u32) -> Id<VlanClaim> {
+        Id::derived(Self::NAMESPACE, &format!("{zone}/{vlan}"))
     }
 }
 

@@ -104,6 +104,7 @@ impl Sample for Zone {
             guest_cidr_address: Some("10.1.0.0/16".into()),
             security_groups_enabled: false,
             local_storage_enabled: false,
+            vlan_range: Some("100-200".into()),
             created: Utc::now(),
         }
     }
@@ -299,6 +300,12 @@ impl Sample for Vm {
             user_data: None,
             ssh_key_pairs: vec![],
             created: Utc::now(),
+            zone_name: "Sandbox-simulator".into(),
+            host_name: Some("SimHost-c0-h0".into()),
+            template_name: "CentOS 5.6 (64-bit) no GUI (Simulator)".into(),
+            service_offering_name: "Small Instance".into(),
+            nics: vec![],
+            state_changed: None,
         }
     }
 }
@@ -449,6 +456,33 @@ impl Sample for Saga {
             status: SagaStatus::Running,
             step_log: vec![json!({"step": "reserve-capacity", "done": true})],
             job_id: None,
+            created: Utc::now(),
+            steps: vec![SagaStep {
+                name: "reserve-capacity".into(),
+                state: StepState::Done,
+                started: Some(Utc::now()),
+                ended: Some(Utc::now()),
+                undo_started: None,
+                undo_ended: None,
+                deadline: None,
+                output: Some(json!({"hostid": "h"})),
+                error: None,
+            }],
+            cursor: 1,
+            error: None,
+            ended: None,
+        }
+    }
+}
+
+impl Sample for VlanClaim {
+    fn sample(f: &Fixture) -> Self {
+        let vlan = 100 + u32::from(rand_octet());
+        VlanClaim {
+            id: VlanClaim::id_for(f.zone, vlan),
+            zone_id: f.zone,
+            vlan,
+            network_id: f.network,
             created: Utc::now(),
         }
     }

@@ -130,6 +130,7 @@ macro_rules! for_every_kind {
         $check::<Handled>($store, $f).await;
         $check::<Reservation>($store, $f).await;
         $check::<Alert>($store, $f).await;
+        $check::<VlanClaim>($store, $f).await;
     };
 }
 
@@ -139,7 +140,7 @@ pub async fn every_kind(store: &Store) {
     for_every_kind!(crud, store, &f);
     for_every_kind!(found_by_its_keys, store, &f);
     // The macro and KINDS must not drift apart.
-    assert_eq!(KINDS.len(), 30);
+    assert_eq!(KINDS.len(), 31);
 }
 
 /// A state change moves an object between state listings.

@@ -1,0 +1,15 @@
+//! `stratus-fn-network` under `lambda_runtime`, triggered by its queue
+//! (`stratus.fn.network`).
+
+use std::sync::Arc;
+
+use stratus_contracts::config::Config;
+use stratus_store::Store;
+
+// One event at a time, as Lambda hands them over.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let config = Config::from_env()?;
+    let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
+    stratus_messaging::function::run("network", stratus_fn_network::handlers(store)).await
+}
