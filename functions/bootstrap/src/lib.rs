@@ -89,6 +89,9 @@ pub struct HostSpec {
     pub cpu_number: u32,
     pub cpu_speed: u32,
     pub memory_mb: u64,
+    /// Host tags (`hosttags`).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -382,6 +385,7 @@ pub async fn run(store: &Store, spec: &ZoneFile, secrets: &SecretBox) -> anyhow:
                         memory_allocated: 0,
                         last_pinged: None,
                         created: now,
+                        host_tags: h.tags.clone(),
                     },
                 )
                 .await?;

@@ -353,6 +353,10 @@ pub struct Host {
     pub memory_allocated: u64,
     pub last_pinged: Option<DateTime<Utc>>,
     pub created: DateTime<Utc>,
+    /// Host tags (CloudStack's `hosttags`): a service offering with host
+    /// tags places only on hosts that have them all.
+    #[serde(default)]
+    pub host_tags: Vec<String>,
 }
 object!(Host, "host", |h| Keys::default()
     .zone(h.zone_id)

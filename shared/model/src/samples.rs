@@ -158,6 +158,7 @@ impl Sample for Host {
             cpu_allocated: 0,
             memory_allocated: 0,
             last_pinged: None,
+            host_tags: vec![],
             created: Utc::now(),
         }
     }
