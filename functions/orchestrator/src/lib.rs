@@ -5,28 +5,175 @@
 //!
 //! disableAccount is one step with nothing to undo: the account's state
 //! changes and the job succeeds together, or the job fails and nothing changed.
+//! The VM jobs are sagas ([`saga`], [`vm`]): deploy, destroy, expunge.
+
+pub mod parked;
+pub mod saga;
+pub mod sweep;
+pub mod vm;
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::{Value, json};
 use stratus_cloudstack::{ApiError, views};
-use stratus_contracts::message_types::account;
+use stratus_contracts::message_types::{self as types, account, saga::StepResult};
 use stratus_messaging::{Effects, Envelope, HandlerError, Handlers};
 use stratus_model::*;
 use stratus_store::{Index, Store, StoreError, Transaction, Versioned};
 
+pub use saga::Engine;
+
 /// The consumer name in handled-message records.
 pub const CONSUMER: &str = "orchestrator";
 
-pub fn handlers(store: Arc<Store>) -> Handlers {
-    Handlers::new().on(
+pub fn handlers(engine: Arc<Engine>) -> Handlers {
+    let store = engine.store.clone();
+    let mut h = Handlers::new().on(
         account::DISABLE,
         move |env: Envelope, body: account::Disable| {
             let store = store.clone();
             async move { disable_account(&store, &env, body).await }
         },
-    )
+    );
+    let e = engine.clone();
+    h = h.on(
+        types::vm::DEPLOY,
+        move |env: Envelope, body: types::vm::Deploy| {
+            let e = e.clone();
+            async move { deploy(&e, &env, body).await }
+        },
+    );
+    let e = engine.clone();
+    h = h.on(
+        types::vm::DESTROY,
+        move |env: Envelope, body: types::vm::Destroy| {
+            let e = e.clone();
+            async move { remove(&e, &env, &body.vm_id, body.expunge, false).await }
+        },
+    );
+    let e = engine.clone();
+    h = h.on(
+        types::vm::EXPUNGE,
+        move |env: Envelope, body: types::vm::Expunge| {
+            let e = e.clone();
+            async move { remove(&e, &env, &body.vm_id, true, true).await }
+        },
+    );
+    for result in [
+        types::network::STEP_RESULT,
+        types::compute::STEP_RESULT,
+        types::storage::STEP_RESULT,
+        types::agent::STEP_RESULT,
+    ] {
+        let e = engine.clone();
+        h = h.on(result, move |env: Envelope, body: StepResult| {
+            let e = e.clone();
+            async move {
+                e.on_result(&env, body).await?;
+                Ok(Effects::new())
+            }
+        });
+    }
+    h
+}
+
+/// deployVirtualMachine's job: its saga, started (or continued).
+async fn deploy(
+    engine: &Engine,
+    env: &Envelope,
+    body: types::vm::Deploy,
+) -> Result<Effects, HandlerError> {
+    let store = &engine.store;
+    let Some(job) = pending_job(store, env).await? else {
+        return Ok(Effects::new());
+    };
+    let saga_id = saga::saga_id_for_job(job.value.id);
+    if store.get(saga_id).await.map_err(transient)?.is_none() {
+        match vm::deploy_params(store, &body).await {
+            Ok(params) => {
+                let params = serde_json::to_value(params)
+                    .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                engine
+                    .start(saga_id, vm::DEPLOY, params, Some(job), env)
+                    .await?;
+            }
+            Err(saga::StepError::Failed(f)) => {
+                return fail_job(store, &job, f).await;
+            }
+            Err(saga::StepError::Store(e)) => return Err(transient(e)),
+        }
+    } else {
+        engine
+            .start(saga_id, vm::DEPLOY, Value::Null, Some(job), env)
+            .await?;
+    }
+    Ok(Effects::new())
+}
+
+/// destroyVirtualMachine's or expungeVirtualMachine's job.
+async fn remove(
+    engine: &Engine,
+    env: &Envelope,
+    vm_id: &str,
+    expunge: bool,
+    expunge_only: bool,
+) -> Result<Effects, HandlerError> {
+    let store = &engine.store;
+    let Some(job) = pending_job(store, env).await? else {
+        return Ok(Effects::new());
+    };
+    let command = if expunge_only {
+        "expungeVirtualMachine"
+    } else {
+        "destroyVirtualMachine"
+    };
+    let saga_id = saga::saga_id_for_job(job.value.id);
+    if store.get(saga_id).await.map_err(transient)?.is_some() {
+        engine
+            .start(saga_id, vm::DESTROY, Value::Null, Some(job), env)
+            .await?;
+        return Ok(Effects::new());
+    }
+    let found = match vm_id.parse::<Id<Vm>>() {
+        Ok(id) => store.get(id).await.map_err(transient)?,
+        Err(_) => None,
+    };
+    let Some(found) = found else {
+        let e = ApiError::entity_not_found(command, "id", vm_id);
+        return fail_job(store, &job, saga::Failure::from_api(e)).await;
+    };
+    let params = vm::remove_params(store, &found.value, expunge, expunge_only)
+        .await
+        .map_err(transient)?;
+    let params =
+        serde_json::to_value(params).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    let kind = if expunge_only {
+        vm::EXPUNGE
+    } else {
+        vm::DESTROY
+    };
+    engine.start(saga_id, kind, params, Some(job), env).await?;
+    Ok(Effects::new())
+}
+
+/// Ends a job that failed before its saga could start.
+pub(crate) async fn fail_job(
+    store: &Store,
+    job: &Versioned<AsyncJob>,
+    f: saga::Failure,
+) -> Result<Effects, HandlerError> {
+    let mut tx = Transaction::new();
+    let mut done = job.clone();
+    done.value.completed = Some(Utc::now());
+    done.value.result_type = Some("object".into());
+    done.value.status = JobStatus::Failed;
+    done.value.result_code = u32::from(f.code);
+    done.value.result = Some(f.json());
+    tx.update(&done);
+    store.transact(tx).await.map_err(transient)?;
+    tracing::info!(job_id = %job.value.id, code = f.code, text = %f.text, "job failed before its saga started");
+    Ok(Effects::new())
 }
 
 fn transient(e: StoreError) -> HandlerError {

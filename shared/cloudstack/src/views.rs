@@ -253,11 +253,33 @@ pub fn vm(v: &Vm) -> Value {
         "cpuspeed": v.cpu_speed,
         "memory": v.memory,
         "hostid": v.host_id.map(|h| h.to_string()),
+        "hostname": v.host_id.and(v.host_name.clone()),
+        "zonename": v.zone_name,
+        "templatename": v.template_name,
+        "serviceofferingname": v.service_offering_name,
+        "hypervisor": "Simulator",
         "haenable": v.ha_enabled,
         "accountid": v.account_id.to_string(),
         "domainid": v.domain_id.to_string(),
         "keypairs": if v.ssh_key_pairs.is_empty() { None } else { Some(v.ssh_key_pairs.join(",")) },
+        "nic": if v.nics.is_empty() { None } else { Some(v.nics.iter().map(nic).collect::<Vec<_>>()) },
         "created": date::format(v.created),
+    })
+}
+
+/// A VM's NIC as `virtualmachine.nic[]` shows it.
+pub fn nic(n: &Nic) -> Value {
+    json!({
+        "id": n.id.to_string(),
+        "networkid": n.network_id.to_string(),
+        "ipaddress": n.ip_address,
+        "netmask": n.netmask,
+        "gateway": n.gateway,
+        "macaddress": n.mac_address,
+        "isdefault": n.is_default,
+        "deviceid": n.device_id.to_string(),
+        "traffictype": "Guest",
+        "type": "Isolated",
     })
 }
 

@@ -72,7 +72,11 @@ pub fn parse_value(value: &str) -> Result<(u64, MockResult), String> {
     let mut wait = 0;
     let mut result = MockResult::Pass;
     let mut enabled = true;
-    for pair in value.split(['|', ';']).map(str::trim).filter(|p| !p.is_empty()) {
+    for pair in value
+        .split(['|', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair
             .split_once(':')
             .ok_or_else(|| format!("{pair:?} is not key:value"))?;
@@ -140,7 +144,10 @@ mod tests {
             parse_value("wait:5|result:fail").unwrap(),
             (5, MockResult::Fail)
         );
-        assert_eq!(parse_value("result:fault;").unwrap(), (0, MockResult::Fault));
+        assert_eq!(
+            parse_value("result:fault;").unwrap(),
+            (0, MockResult::Fault)
+        );
         assert_eq!(
             parse_value("result:fail|enabled:false").unwrap(),
             (0, MockResult::Pass)

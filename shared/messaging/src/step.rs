@@ -78,8 +78,20 @@ mod tests {
             input: compute::ReleaseCapacity { vm_id: "v".into() },
         };
         let env = Envelope::new(compute::RELEASE_CAPACITY, &step).with_job_id("j");
-        let a = reply(&env, compute::STEP_RESULT, step.saga.clone(), Ok(Value::Null)).unwrap();
-        let b = reply(&env, compute::STEP_RESULT, step.saga.clone(), Ok(Value::Null)).unwrap();
+        let a = reply(
+            &env,
+            compute::STEP_RESULT,
+            step.saga.clone(),
+            Ok(Value::Null),
+        )
+        .unwrap();
+        let b = reply(
+            &env,
+            compute::STEP_RESULT,
+            step.saga.clone(),
+            Ok(Value::Null),
+        )
+        .unwrap();
         assert_eq!(a[0].properties.message_id(), b[0].properties.message_id());
         assert_eq!(a[0].exchange, "stratus.events");
         let failed: Result<Value, _> = Err(StepError::failed(533, "no room"));
@@ -92,6 +104,14 @@ mod tests {
                 text: "no room".into()
             }
         );
-        assert!(reply::<Value>(&env, compute::STEP_RESULT, step.saga, Err(StepError::transient("x"))).is_err());
+        assert!(
+            reply::<Value>(
+                &env,
+                compute::STEP_RESULT,
+                step.saga,
+                Err(StepError::transient("x"))
+            )
+            .is_err()
+        );
     }
 }

@@ -508,6 +508,12 @@ impl Transaction {
         self
     }
 
+    /// Adds `other`'s writes to this transaction's.
+    pub fn extend(&mut self, other: Transaction) -> &mut Self {
+        self.writes.extend(other.writes);
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.writes.len()
     }
