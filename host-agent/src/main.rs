@@ -1,11 +1,20 @@
 //! `stratus-agent`: the host agent, one supervised process per hypervisor
-//! host. So far it keeps its host's heartbeat in Consul (see the library);
-//! the VM work comes with the compute issue.
+//! host. It runs two things side by side (see the library):
+//!
+//! - the heartbeat, which registers the host in Consul and keeps its TTL
+//!   check passing; it needs `CONSUL_HTTP_ADDR` (without it no heartbeat
+//!   runs, which is said in the log, and the host is never Up);
+//! - the VM work: it consumes `stratus.agent.<host>` and runs each command on
+//!   the simulator driver, whose state lives in `$STRATUS_HOME/agents/<host>/`.
+//!   Consul is optional for it: without `CONSUL_HTTP_ADDR` the simulator has
+//!   no `configureSimulator` mocks.
 
 use std::time::Duration;
 
 use clap::Parser;
-use stratus_agent::Heartbeat;
+use stratus_agent::sim::{Mocks, SimDriver};
+use stratus_agent::{Agent, Heartbeat};
+use stratus_contracts::config::Config;
 use stratus_discovery::settings::ConsulSettings;
 
 #[derive(Parser)]
@@ -19,30 +28,48 @@ struct Args {
     address: String,
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
     stratus_messaging::logging::init();
     let args = Args::parse();
-    let consul = stratus_discovery::Client::from_env().ok_or_else(|| {
-        anyhow::anyhow!("CONSUL_HTTP_ADDR is not set: the agent registers its host in Consul")
-    })?;
-    let settings = ConsulSettings::new(consul.clone(), Duration::from_secs(3));
-    // A long-running process watches its settings (ping.interval) as they change.
-    tokio::spawn(settings.clone().watch());
-    let heartbeat = Heartbeat {
-        consul,
-        settings: settings.clone(),
-        host: args.host,
-        address: args.address,
+    let config = Config::from_env()?;
+    let consul = stratus_discovery::Client::from_config(&config);
+    let heartbeat = match &consul {
+        Some(consul) => {
+            let settings = ConsulSettings::new(consul.clone(), Duration::from_secs(3));
+            // A long-running process watches its settings (ping.interval) as they change.
+            tokio::spawn(settings.clone().watch());
+            Some(Heartbeat {
+                consul: consul.clone(),
+                settings,
+                host: args.host.clone(),
+                address: args.address.clone(),
+            })
+        }
+        None => {
+            tracing::warn!(host = %args.host, "CONSUL_HTTP_ADDR is not set: no heartbeat runs (the host is not registered and will not be Up), and the simulator has no mocks");
+            None
+        }
     };
-    tracing::info!(host = %heartbeat.host, consul = %heartbeat.consul.addr(), "agent started");
+    let driver = SimDriver::open(&config.home, &args.host, Mocks::from_consul(consul.clone()))?;
+    let agent = Agent::new(config, &args.host, driver)?;
+    tracing::info!(host = %args.host, queue = %agent.queue_name(), consul = consul.as_ref().map(|c| c.addr()).unwrap_or(""), "agent started");
+    let beating = async {
+        match &heartbeat {
+            Some(h) => h.run().await,
+            None => std::future::pending().await,
+        }
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        () = heartbeat.run() => {}
+        () = beating => {}
+        () = agent.run() => {}
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    heartbeat.deregister().await;
-    tracing::info!(host = %heartbeat.host, "agent stopped");
+    if let Some(heartbeat) = &heartbeat {
+        heartbeat.deregister().await;
+    }
+    tracing::info!(host = %args.host, "agent stopped");
     Ok(())
 }
