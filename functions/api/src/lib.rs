@@ -58,6 +58,8 @@ pub struct Ctx {
     pub caller: Caller,
     pub command: &'static str,
     pub registry: Arc<Registry>,
+    /// Consul, where the API keeps what is not data (the simulator's mocks).
+    pub consul: Option<stratus_discovery::Client>,
 }
 
 pub struct Api {
@@ -66,6 +68,7 @@ pub struct Api {
     pub settings: Arc<dyn SettingsSource>,
     pub secrets: Arc<SecretBox>,
     pub registry: Arc<Registry>,
+    pub consul: Option<stratus_discovery::Client>,
 }
 
 impl Api {
@@ -81,7 +84,14 @@ impl Api {
             settings,
             secrets,
             registry: Arc::new(commands::registry()),
+            consul: None,
         }
+    }
+
+    /// The API with Consul (for what it keeps there besides settings).
+    pub fn with_consul(mut self, consul: Option<stratus_discovery::Client>) -> Self {
+        self.consul = consul;
+        self
     }
 
     /// Answers one request; every failure is a CloudStack error envelope.
@@ -161,6 +171,7 @@ impl Api {
             caller,
             command: cmd.name,
             registry: self.registry.clone(),
+            consul: self.consul.clone(),
         };
         // The one scope check, for every object named by id, before any handler.
         if let Some(answer) = scope::check(&ctx, cmd, &params).await? {

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
     let publisher = Arc::new(Publisher::new(config, topology, "stratus-fn-api"));
     // Settings from Consul's KV, re-read when older than a few seconds (at the
     // start of an invocation: a frozen function runs no background watch).
-    let settings: Arc<dyn SettingsSource> = match consul {
+    let settings: Arc<dyn SettingsSource> = match consul.clone() {
         Some(consul) => ConsulSettings::new(consul, SETTINGS_MAX_AGE),
         None => {
             tracing::warn!(
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Error> {
             Arc::new(Defaults::default())
         }
     };
-    let api = Arc::new(Api::new(store, Some(publisher), settings, secrets));
+    let api = Arc::new(Api::new(store, Some(publisher), settings, secrets).with_consul(consul));
     lambda_http::run(service_fn(move |req: Request| {
         let api = api.clone();
         async move {

@@ -13,7 +13,7 @@ use stratus_cloudstack::{ApiError, Params};
 use stratus_model::*;
 use uuid::Uuid;
 
-use crate::registry::{Command, Role};
+use crate::registry::{Command, Kind, Role};
 use crate::{Caller, Ctx, store_error};
 
 /// Where an object stands.
@@ -163,16 +163,28 @@ pub async fn check(ctx: &Ctx, cmd: &Command, p: &Params) -> Result<Option<Value>
         let (Some(names), Some(raw)) = (param.names, p.get(param.name)) else {
             continue;
         };
-        // A malformed id was answered by the parameter check already.
-        let Ok(id) = raw.parse::<Uuid>() else {
-            continue;
+        // A list of ids (e.g. `networkids`) names each of them.
+        let ids: Vec<&str> = match param.kind {
+            Kind::List => raw.split(',').map(str::trim).collect(),
+            _ => vec![raw],
         };
-        let Some(place) = (names.locate)(ctx, id).await? else {
-            continue;
-        };
-        if holds(ctx, place).await? {
-            continue;
+        let mut outside = None;
+        for raw in ids {
+            // A malformed id was answered by the parameter check (or is the handler's 431).
+            let Ok(id) = raw.parse::<Uuid>() else {
+                continue;
+            };
+            let Some(place) = (names.locate)(ctx, id).await? else {
+                continue;
+            };
+            if !holds(ctx, place).await? {
+                outside = Some(id);
+                break;
+            }
         }
+        let Some(id) = outside else {
+            continue;
+        };
         tracing::info!(
             command = cmd.name,
             param = param.name,

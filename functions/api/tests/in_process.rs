@@ -388,9 +388,15 @@ async fn every_async_command_answers_with_a_job_and_its_message_waits_in_the_out
         .collect();
     assert_eq!(
         asyncs,
-        vec!["disableAccount"],
+        vec![
+            "deployVirtualMachine",
+            "destroyVirtualMachine",
+            "disableAccount",
+            "expungeVirtualMachine"
+        ],
         "a new async command needs a case here"
     );
+    vm_jobs_wait_in_the_outbox(&w).await;
     let (status, body) = call(
         &w.api,
         &w.admin,
@@ -420,8 +426,11 @@ async fn every_async_command_answers_with_a_job_and_its_message_waits_in_the_out
         .outbox_pending(std::time::Duration::ZERO, 10)
         .await
         .unwrap();
+    let pending: Vec<_> = pending
+        .iter()
+        .filter(|m| m.job_id.as_deref() == Some(job.as_str()))
+        .collect();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].job_id.as_deref(), Some(job.as_str()));
     assert_eq!(pending[0].message_type, "account.disable");
     // Bob may not query the admin's job.
     let (status, _) = call(
@@ -713,4 +722,103 @@ async fn settings_without_a_reachable_consul() {
     )
     .await;
     assert_eq!(status, 431);
+}
+
+/// deployVirtualMachine answers with the VM's id and a job, destroy with a
+/// job, expunge of a VM that is not destroyed with 431; each job's message
+/// waits in the outbox.
+async fn vm_jobs_wait_in_the_outbox(w: &World) {
+    let f = Fixture::default();
+    let store = &w.api.store;
+    store.create(&ServiceOffering::sample(&f)).await.unwrap();
+    let template = Template {
+        id: f.template,
+        ..Template::sample(&f)
+    };
+    store.create(&template).await.unwrap();
+    let offering = store
+        .walk::<ServiceOffering>(&stratus_store::Index::All)
+        .await
+        .unwrap()[0]
+        .value
+        .id;
+    let zone = store
+        .walk::<Zone>(&stratus_store::Index::All)
+        .await
+        .unwrap()[0]
+        .value
+        .id;
+    let (status, body) = call(
+        &w.api,
+        &w.alice,
+        &[
+            ("command", "deployVirtualMachine"),
+            ("zoneid", &zone.to_string()),
+            ("serviceofferingid", &offering.to_string()),
+            ("templateid", &template.id.to_string()),
+            ("name", "web-1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let deploy_job = inner(&body)["jobid"].as_str().unwrap().to_string();
+    assert!(inner(&body)["id"].as_str().is_some(), "{body}");
+    let (status, body) = call(
+        &w.api,
+        &w.alice,
+        &[
+            ("command", "deployVirtualMachine"),
+            ("zoneid", &zone.to_string()),
+            ("serviceofferingid", &offering.to_string()),
+            ("templateid", &template.id.to_string()),
+            ("name", "1-starts-with-a-digit"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 431, "{body}");
+    let (status, body) = call(
+        &w.api,
+        &w.admin,
+        &[
+            ("command", "destroyVirtualMachine"),
+            ("id", &w.bobs_vm.id.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let destroy_job = inner(&body)["jobid"].as_str().unwrap().to_string();
+    let (status, body) = call(
+        &w.api,
+        &w.admin,
+        &[
+            ("command", "expungeVirtualMachine"),
+            ("id", &w.bobs_vm.id.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 431, "{body}");
+    // A user may not expunge on destroy.
+    let (status, _) = call(
+        &w.api,
+        &w.bob,
+        &[
+            ("command", "destroyVirtualMachine"),
+            ("id", &w.bobs_vm.id.to_string()),
+            ("expunge", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 531);
+    let pending = store
+        .outbox_pending(std::time::Duration::ZERO, 10)
+        .await
+        .unwrap();
+    let of = |job: &str| {
+        pending
+            .iter()
+            .find(|m| m.job_id.as_deref() == Some(job))
+            .map(|m| m.message_type.clone())
+    };
+    assert_eq!(of(&deploy_job).as_deref(), Some("vm.deploy"));
+    assert_eq!(of(&destroy_job).as_deref(), Some("vm.destroy"));
 }

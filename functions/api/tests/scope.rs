@@ -52,6 +52,8 @@ struct Party {
 struct World {
     api: Api,
     parties: Vec<Party>,
+    /// Ids of public objects (a zone, an offering) for required parameters.
+    public: std::collections::BTreeMap<&'static str, String>,
 }
 
 /// A name nobody else's contains.
@@ -205,10 +207,33 @@ async fn world() -> World {
         party(&store, &b, "userb", AccountType::User, 5).await,
         party(&store, &child, "dadminc", AccountType::DomainAdmin, 6).await,
     ];
-    common::zone(&store).await;
+    let zone = common::zone(&store).await;
+    let f = stratus_model::samples::Fixture::default();
+    let offering = store
+        .create(&ServiceOffering::sample(&f))
+        .await
+        .unwrap()
+        .value;
+    let template = store
+        .create(&Template {
+            is_public: true,
+            account_id: parties[0].who.account.id,
+            zone_id: None,
+            ..Template::sample(&f)
+        })
+        .await
+        .unwrap()
+        .value;
     World {
         api: Api::new(store, None, Arc::new(Defaults::default()), secrets()),
         parties,
+        public: [
+            ("templateid", template.id.to_string()),
+            ("zoneid", zone.id.to_string()),
+            ("serviceofferingid", offering.id.to_string()),
+        ]
+        .into_iter()
+        .collect(),
     }
 }
 
@@ -228,11 +253,17 @@ fn in_scope(caller: &Party, owner: &Party, kind: &str) -> bool {
 }
 
 /// A value for a required parameter other than the one under test.
-fn fill(command: &str, name: &str, kind: Kind, n: usize) -> String {
+fn fill(w: &World, command: &str, name: &str, kind: Kind, n: usize) -> String {
+    if let Some(id) = w.public.get(name) {
+        return id.clone();
+    }
     match (name, kind) {
         ("templatefilter", _) => "all".into(),
         (_, Kind::Boolean) => "false".into(),
         (_, Kind::String) => format!("x{n}"),
+        // An object that does not exist: the command answers 431 for it
+        // after the scope check, which is what is under test.
+        (_, Kind::Uuid) => uuid::Uuid::new_v4().to_string(),
         _ => panic!(
             "{command}: no value for its required parameter {name}: give one here so that the scope test can call it"
         ),
@@ -344,7 +375,7 @@ async fn no_command_by_id_reaches_outside_the_callers_scope() {
                     {
                         params.push((
                             other.name.into(),
-                            fill(cmd.name, other.name, other.kind, calls),
+                            fill(&w, cmd.name, other.name, other.kind, calls),
                         ));
                     }
                     let pairs: Vec<(&str, &str)> = params

@@ -55,6 +55,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("StopCommand", agent::STOP_VM),
 ];
 
+/// The agent message type a command class name acts on, if the simulator knows it.
+pub fn command_name_known(name: &str) -> Option<&'static str> {
+    COMMANDS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
 /// The CloudStack command class name of an agent message type.
 pub fn command_name(message_type: &str) -> Option<&'static str> {
     COMMANDS

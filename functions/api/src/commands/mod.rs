@@ -3,6 +3,7 @@
 mod accounts;
 mod configuration;
 mod reads;
+mod vms;
 
 use futures::FutureExt;
 use serde_json::{Value, json};
@@ -74,6 +75,7 @@ pub fn registry() -> Registry {
     commands.extend(accounts::commands());
     commands.extend(reads::commands());
     commands.extend(configuration::commands());
+    commands.extend(vms::commands());
     Registry::new(commands)
 }
 

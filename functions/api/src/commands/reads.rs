@@ -688,7 +688,17 @@ async fn list_vms(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
                 && eq_param(p, "state", &state_name(&v.state))
                 && eq_param(p, "name", &v.name)
         },
-        views::vm,
+        |v| {
+            let mut view = views::vm(v);
+            // Where a VM runs is for admins, as CloudStack shows it.
+            if ctx.caller.role == Role::User
+                && let Some(m) = view.as_object_mut()
+            {
+                m.remove("hostid");
+                m.remove("hostname");
+            }
+            view
+        },
     )
     .await
 }
