@@ -65,9 +65,10 @@ const IDLE: Duration = Duration::from_secs(60);
 /// How often a consumer waiting for deliveries looks at its connection, so a
 /// link that died without a word is noticed.
 const LINK_CHECK: Duration = Duration::from_secs(1);
-/// The pause before a command whose answer could not be published goes back
-/// to the queue.
-const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+/// Publishes of one answer before its command goes back to the queue (a few
+/// seconds of backoff, each publish bounded by the broker wait; after a broker
+/// restart the dropped channel has handed the command back anyway).
+const PUBLISH_TRIES: u32 = 5;
 
 /// A host agent command, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -421,25 +422,38 @@ impl<D: Driver> Agent<D> {
                 return;
             }
         };
-        match self.publisher.publish_all(&outgoing).await {
-            Ok(()) => {
-                tracing::info!(published = outgoing.len(), "command answered");
-                self.settle("basic.ack", acker.ack(BasicAckOptions::default()))
+        // A failed publish is tried again here rather than returned to the
+        // queue at once: the VM's later commands wait behind it, so the
+        // order of its commands holds.
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        for attempt in 1..=PUBLISH_TRIES {
+            match self.publisher.publish_all(&outgoing).await {
+                Ok(()) => {
+                    tracing::info!(published = outgoing.len(), "command answered");
+                    self.settle("basic.ack", acker.ack(BasicAckOptions::default()))
+                        .await;
+                    return;
+                }
+                Err(e @ PublishError::Unroutable { .. }) => {
+                    tracing::error!(error = %e, "the answer routes nowhere; the command is rejected to the parking queue");
+                    self.settle(
+                        "basic.reject",
+                        acker.reject(BasicRejectOptions { requeue: false }),
+                    )
                     .await;
-            }
-            Err(e @ PublishError::Unroutable { .. }) => {
-                tracing::error!(error = %e, "the answer routes nowhere; the command is rejected to the parking queue");
-                self.settle(
-                    "basic.reject",
-                    acker.reject(BasicRejectOptions { requeue: false }),
-                )
-                .await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the answer could not be published; the command goes back to the queue");
-                self.requeue(&acker).await;
+                    return;
+                }
+                Err(e) if attempt < PUBLISH_TRIES => {
+                    let pause = backoff.next_delay();
+                    tracing::warn!(error = %e, attempt, retry_in_ms = pause.as_millis() as u64, "the answer could not be published; trying again");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "the answer could not be published; the command goes back to the queue");
+                }
             }
         }
+        self.requeue(&acker).await;
     }
 
     /// Runs a command on the driver.
@@ -533,7 +547,6 @@ impl<D: Driver> Agent<D> {
     }
 
     async fn requeue(&self, acker: &Acker) {
-        tokio::time::sleep(REQUEUE_PAUSE).await;
         self.settle(
             "basic.nack",
             acker.nack(BasicNackOptions {
@@ -605,6 +618,23 @@ mod tests {
         assert_eq!(command.vm_id(), "vm-1");
         assert!(command.saga().undo);
         assert_eq!(command.placement().host_name, "SimHost-1");
+    }
+
+    #[test]
+    fn the_sample_bodies_are_commands_this_agent_takes() {
+        let bodies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/rmq/bodies");
+        for message_type in [
+            agent::CREATE_VOLUMES,
+            agent::DESTROY_VOLUMES,
+            agent::START_VM,
+            agent::STOP_VM,
+        ] {
+            let body = std::fs::read(bodies.join(format!("{message_type}.json"))).unwrap();
+            let mut env = Envelope::new(message_type, &json!({}));
+            env.body = body;
+            let command = Command::decode(&env).unwrap_or_else(|e| panic!("{message_type}: {e}"));
+            assert_eq!(command.placement().host_name, "SimHost-c0-h0");
+        }
     }
 
     #[test]
