@@ -171,7 +171,99 @@ struct Job {
 
 /// What a command did: its step output and, for a start or stop, the VM's
 /// new power state.
-type Done = (Value, Option<VmPower>);
+pub type Done = (Value, Option<VmPower>);
+
+/// Runs `command` on `host`'s driver and makes its answer: the step result
+/// (and, for a start or stop that succeeded, the VM's report); None when the
+/// host does not answer (a simulated fault). Transport-free: the consumer
+/// publishes what this returns, and the in-process saga tests deliver it.
+pub async fn answer<D: Driver>(
+    driver: &D,
+    host: &str,
+    env: &Envelope,
+    command: &Command,
+) -> Option<Result<Vec<Outgoing>, stratus_messaging::HandlerError>> {
+    let saga = command.saga().clone();
+    Some(match execute(driver, host, command).await {
+        Err(DriverError::NoAnswer(reason)) => {
+            tracing::warn!(reason = %reason, "the host did not answer: no step result is sent; the saga's step timeout ends the job");
+            return None;
+        }
+        Ok((output, power)) => {
+            let answer = step::reply(env, agent::STEP_RESULT, saga, Ok::<_, StepError>(output));
+            answer.map(|mut out| {
+                if let Some(power) = power {
+                    let report = VmReport {
+                        host_name: host.to_string(),
+                        full: false,
+                        vms: vec![power],
+                    };
+                    out.push(emit(env, "vm-report", agent::VM_REPORT, &report));
+                }
+                out
+            })
+        }
+        Err(DriverError::Failed { code, text }) => step::reply(
+            env,
+            agent::STEP_RESULT,
+            saga,
+            Err::<Value, _>(StepError::Failed { code, text }),
+        ),
+    })
+}
+
+/// Runs a command on `host`'s driver.
+pub async fn execute<D: Driver>(
+    driver: &D,
+    host: &str,
+    command: &Command,
+) -> Result<Done, DriverError> {
+    let placement = command.placement();
+    if placement.host_name != host {
+        return Err(DriverError::internal(format!(
+            "the command is for host {}, and this is the agent of host {}",
+            placement.host_name, host
+        )));
+    }
+    match command {
+        Command::CreateVolumes(s) => {
+            for volume in &s.input.volumes {
+                driver
+                    .create_volume(placement, &s.input.vm_id, volume)
+                    .await?;
+            }
+            Ok((json!({}), None))
+        }
+        Command::DestroyVolumes(s) => {
+            for volume_id in &s.input.volume_ids {
+                driver
+                    .destroy_volume(placement, &s.input.vm_id, volume_id)
+                    .await?;
+            }
+            Ok((json!({}), None))
+        }
+        Command::StartVm(s) => {
+            driver.start_vm(&s.input).await?;
+            Ok((
+                json!({ "power_state": PowerState::PowerOn }),
+                Some(VmPower {
+                    vm_id: s.input.vm_id.clone(),
+                    power_state: PowerState::PowerOn,
+                }),
+            ))
+        }
+        Command::StopVm(s) => {
+            driver.stop_vm(placement, &s.input.vm_id).await?;
+            Ok((
+                json!({}),
+                Some(VmPower {
+                    vm_id: s.input.vm_id.clone(),
+                    power_state: PowerState::PowerOff,
+                }),
+            ))
+        }
+    }
+}
 
 pub struct Agent<D: Driver> {
     config: Config,
@@ -383,35 +475,13 @@ impl<D: Driver> Agent<D> {
             command,
             acker,
         } = job;
-        let saga = command.saga().clone();
-        let outgoing = match self.execute(&command).await {
-            Err(DriverError::NoAnswer(reason)) => {
-                tracing::warn!(reason = %reason, "the host did not answer: no step result is sent; the saga's step timeout ends the job");
+        let outgoing = match answer(&*self.driver, &self.host, &env, &command).await {
+            None => {
                 self.settle("basic.ack", acker.ack(BasicAckOptions::default()))
                     .await;
                 return;
             }
-            Ok((output, power)) => {
-                let answer =
-                    step::reply(&env, agent::STEP_RESULT, saga, Ok::<_, StepError>(output));
-                answer.map(|mut out| {
-                    if let Some(power) = power {
-                        let report = VmReport {
-                            host_name: self.host.clone(),
-                            full: false,
-                            vms: vec![power],
-                        };
-                        out.push(emit(&env, "vm-report", agent::VM_REPORT, &report));
-                    }
-                    out
-                })
-            }
-            Err(DriverError::Failed { code, text }) => step::reply(
-                &env,
-                agent::STEP_RESULT,
-                saga,
-                Err::<Value, _>(StepError::Failed { code, text }),
-            ),
+            Some(out) => out,
         };
         let outgoing = match outgoing {
             Ok(out) => out,
@@ -454,56 +524,6 @@ impl<D: Driver> Agent<D> {
             }
         }
         self.requeue(&acker).await;
-    }
-
-    /// Runs a command on the driver.
-    async fn execute(&self, command: &Command) -> Result<Done, DriverError> {
-        let placement = command.placement();
-        if placement.host_name != self.host {
-            return Err(DriverError::internal(format!(
-                "the command is for host {}, and this is the agent of host {}",
-                placement.host_name, self.host
-            )));
-        }
-        let driver = &self.driver;
-        match command {
-            Command::CreateVolumes(s) => {
-                for volume in &s.input.volumes {
-                    driver
-                        .create_volume(placement, &s.input.vm_id, volume)
-                        .await?;
-                }
-                Ok((json!({}), None))
-            }
-            Command::DestroyVolumes(s) => {
-                for volume_id in &s.input.volume_ids {
-                    driver
-                        .destroy_volume(placement, &s.input.vm_id, volume_id)
-                        .await?;
-                }
-                Ok((json!({}), None))
-            }
-            Command::StartVm(s) => {
-                driver.start_vm(&s.input).await?;
-                Ok((
-                    json!({ "power_state": PowerState::PowerOn }),
-                    Some(VmPower {
-                        vm_id: s.input.vm_id.clone(),
-                        power_state: PowerState::PowerOn,
-                    }),
-                ))
-            }
-            Command::StopVm(s) => {
-                driver.stop_vm(placement, &s.input.vm_id).await?;
-                Ok((
-                    json!({}),
-                    Some(VmPower {
-                        vm_id: s.input.vm_id.clone(),
-                        power_state: PowerState::PowerOff,
-                    }),
-                ))
-            }
-        }
     }
 
     /// Publishes the full report of every VM the host holds, trying again

@@ -40,6 +40,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         store,
         publisher: Some(publisher),
         settings,
+        faults: Arc::new(stratus_fn_orchestrator::saga::NoFaults),
     });
     let harness = stratus_messaging::function::harness("orchestrator", handlers(engine.clone()))?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {

@@ -148,11 +148,30 @@ pub fn saga_id_for_job(job: Id<AsyncJob>) -> Id<Saga> {
     Id::derived(NS, &format!("job/{job}"))
 }
 
+/// Asked before each local step (or undo) runs; a failure it gives fails
+/// the step as the step's own failure would, with nothing written. The
+/// engine runs with [`NoFaults`]; the generic saga tests fail each local
+/// step in turn through it (remote steps they fail at the component's
+/// answer).
+pub trait Faults: Send + Sync {
+    fn before_local(&self, saga: &Saga, step: &str, undo: bool) -> Option<Failure>;
+}
+
+/// No injected faults: what every deployment runs.
+pub struct NoFaults;
+
+impl Faults for NoFaults {
+    fn before_local(&self, _: &Saga, _: &str, _: bool) -> Option<Failure> {
+        None
+    }
+}
+
 /// The orchestration engine's state between messages: none but its handles.
 pub struct Engine {
     pub store: Arc<Store>,
     pub publisher: Option<Arc<Publisher>>,
     pub settings: Arc<dyn SettingsSource>,
+    pub faults: Arc<dyn Faults>,
 }
 
 /// One handling's changes, committed together.
@@ -592,6 +611,9 @@ impl Engine {
     }
 
     async fn local(&self, work: &mut Work, def: StepDef, undo: bool) -> Result<Value, StepError> {
+        if let Some(f) = self.faults.before_local(&work.saga.value, def.name, undo) {
+            return Err(StepError::Failed(f));
+        }
         let mut local = Transaction::new();
         let cx = StepCtx {
             store: &self.store,
