@@ -328,6 +328,12 @@ impl Store {
     }
 
     pub(crate) async fn write(&self, writes: Vec<Write>) -> Result<()> {
+        // Every write of the store passes here: with RUST_LOG=stratus_store=debug
+        // a flow's transactions can be counted (the deploy path's report does).
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let kinds: Vec<&str> = writes.iter().map(|w| w.target().0).collect();
+            tracing::debug!(writes = kinds.len(), kinds = ?kinds, "store transaction");
+        }
         // One write per item, as DynamoDB requires, so that both backends accept the same transactions.
         let mut targets = std::collections::HashSet::new();
         for w in &writes {
