@@ -10,6 +10,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use stratus_contracts::topology::{QueueArguments, QueueType};
 
 mod api_bench;
+mod deploy_bench;
 mod runner_bench;
 mod stats;
 mod store_bench;
@@ -41,6 +42,14 @@ enum Bench {
         concurrency: usize,
         #[arg(long, default_value_t = 10_000)]
         vms: usize,
+    },
+    /// VM deploy latency through every real hop (the repository's manifest,
+    /// three simulated hosts), one at a time, against a one-step job.
+    Deploy {
+        #[arg(long, default_value_t = 100)]
+        deploys: usize,
+        #[arg(long, default_value_t = 50)]
+        baseline_jobs: usize,
     },
     /// Confirm latency of one persistent publish at a time, classic against quorum queues.
     ConfirmLatency {
@@ -97,6 +106,19 @@ async fn main() -> anyhow::Result<()> {
                     vm_requests,
                     concurrency,
                     vms,
+                },
+            )
+            .await
+        }
+        Bench::Deploy {
+            deploys,
+            baseline_jobs,
+        } => {
+            deploy_bench::run(
+                &cli.amqp_url,
+                deploy_bench::Options {
+                    deploys,
+                    baseline_jobs,
                 },
             )
             .await
