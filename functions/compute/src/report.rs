@@ -131,7 +131,7 @@ pub async fn reconcile(
             HandlerError::Transient(format!("no host is named {:?}", report.host_name))
         })?;
     for round in 1..=MAX_ROUNDS {
-        let plan = plan(store, message_id, &host, report, Utc::now())
+        let plan = plan(store, message_id, env.created_at, &host, report, Utc::now())
             .await
             .map_err(transient)?;
         if plan.changes.is_empty() {
@@ -164,10 +164,14 @@ pub async fn reconcile(
 async fn plan(
     store: &Store,
     message_id: Uuid,
+    made: DateTime<Utc>,
     host: &Host,
     report: &VmReport,
     now: DateTime<Utc>,
 ) -> Result<Plan, StoreError> {
+    // A report tells what the host held when it was made: a VM whose state
+    // changed after that (a start that finished meanwhile) is not judged by it.
+    let newer = |v: &Vm| v.state_changed.is_some_and(|t| t > made);
     // The last word on a VM wins.
     let reported: BTreeMap<&str, agent::PowerState> = report
         .vms
@@ -183,7 +187,10 @@ async fn plan(
             let Some(vm) = store.get::<Vm>(listed.value.id).await? else {
                 continue;
             };
-            if vm.value.host_id != Some(host.id) || vm.value.state != VmState::Running {
+            if vm.value.host_id != Some(host.id)
+                || vm.value.state != VmState::Running
+                || newer(&vm.value)
+            {
                 continue;
             }
             let power = reported.get(vm.value.id.to_string().as_str()).copied();
@@ -222,6 +229,10 @@ async fn plan(
             continue;
         };
         let v = &vm.value;
+        if newer(v) {
+            tracing::debug!(vm_id, "VM changed after the report was made: left as it is");
+            continue;
+        }
         if matches!(
             v.state,
             VmState::Starting | VmState::Stopping | VmState::Expunging | VmState::Migrating
@@ -472,6 +483,26 @@ mod tests {
     async fn allocated(w: &World, h: &Host) -> (u64, u64) {
         let h = w.store.get::<Host>(h.id).await.unwrap().unwrap().value;
         (h.cpu_allocated, h.memory_allocated)
+    }
+
+    #[tokio::test]
+    async fn a_report_made_before_a_vm_started_does_not_stop_it() {
+        let w = World::new().await;
+        let host = w.host("h1", |_| {}).await;
+        // The report is made; then a deploy finishes on the host.
+        let env = report(&host, true, &[]);
+        let started = vm(&w, &host, VmState::Running).await;
+        let mut v = w.store.get::<Vm>(started.id).await.unwrap().unwrap();
+        v.value.state_changed = Some(env.created_at + chrono::Duration::milliseconds(5));
+        w.store.update(&v).await.unwrap();
+        deliver(&w, &env).await;
+        assert_eq!(get(&w, &started).await.state, VmState::Running);
+        // A report made after the start does judge it.
+        let later = report(&host, true, &[]);
+        let mut later = later;
+        later.created_at = env.created_at + chrono::Duration::seconds(1);
+        deliver(&w, &later).await;
+        assert_eq!(get(&w, &started).await.state, VmState::Stopped);
     }
 
     #[tokio::test]
