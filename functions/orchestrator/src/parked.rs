@@ -3,8 +3,10 @@
 //! to `stratus.parked` (kept for operators). A parked message that belongs
 //! to a saga fails the step it carries, so the saga undoes what it did and
 //! its job ends (530, with the reason); one that carries only a job id fails
-//! that job if it is still pending. Nothing here parks or retries: a store
-//! that is away fails the invocation, and the trigger delivers the batch again.
+//! that job if it is still pending. Nothing here parks: a store that is away
+//! fails the invocation, and the trigger delivers the batch again (each
+//! message counts once: the saga logs its id); a message that cannot be
+//! applied at all is logged and skipped.
 
 use serde_json::Value;
 use stratus_contracts::message_types::saga::StepRef;
@@ -33,8 +35,16 @@ pub async fn handle(engine: &Engine, event: &RmqEvent) -> Result<usize, HandlerE
                 .header(HEADER_PARKED_REASON)
                 .and_then(rmq_event::header_string)
                 .unwrap_or_else(|| "parked".into());
-            if one(engine, &env, &reason).await? {
-                of_jobs += 1;
+            match one(engine, &env, &reason).await {
+                Ok(true) => of_jobs += 1,
+                Ok(false) => {}
+                // Tried again with the batch (the store was away, a conflict).
+                Err(e @ HandlerError::Transient(_)) => return Err(e),
+                // It will fail the same way every time: logged, and left in
+                // stratus.parked for an operator; the other messages go on.
+                Err(e) => {
+                    tracing::error!(message_id = %env.message_id, job_id = ?env.job_id, error = %e, "a parked message of a job could not be applied; it stays in stratus.parked")
+                }
             }
         }
     }

@@ -346,7 +346,12 @@ impl Engine {
         let step = saga.steps.iter().find(|s| s.name == result.saga.step);
         let late_success = !result.saga.undo
             && matches!(result.outcome, Outcome::Done { .. })
-            && step.is_some_and(|s| matches!(s.state, StepState::Undone | StepState::UndoFailed));
+            && step.is_some_and(|s| {
+                matches!(
+                    s.state,
+                    StepState::Undoing | StepState::Undone | StepState::UndoFailed
+                )
+            });
         tracing::info!(saga_id = %saga.id, step = %result.saga.step, undo = result.saga.undo, late_success, "result for a step the saga does not wait on: recorded and ignored");
         let entry = json!({
             "at": date(work.now),
@@ -414,7 +419,9 @@ impl Engine {
         Ok(true)
     }
 
-    /// A parked message of this saga: the step it belongs to failed for good.
+    /// A parked message of this saga: the step it carries failed for good.
+    /// Only a command or result of the action or undo in flight fails it;
+    /// each parked message counts once (its id is logged on the saga).
     pub async fn parked(
         &self,
         saga: Versioned<Saga>,
@@ -423,17 +430,28 @@ impl Engine {
         cause: &Envelope,
     ) -> Result<(), HandlerError> {
         let s = &saga.value;
-        if matches!(s.status, SagaStatus::Done | SagaStatus::Failed) {
+        let message = cause.message_id.to_string();
+        let seen = s
+            .step_log
+            .iter()
+            .any(|e| e["parked_message_id"].as_str() == Some(message.as_str()));
+        if seen || matches!(s.status, SagaStatus::Done | SagaStatus::Failed) {
             return Ok(());
         }
-        let current = s.steps.get(s.cursor);
-        // A parked command or result of the step in flight fails it; a parked
-        // start (the saga's own message) fails the step in flight too.
-        let matches_current = match (step, current) {
-            (Some(r), Some(c)) => r.step == c.name,
-            (None, Some(_)) => true,
-            _ => false,
+        // A parked start (the job's own command) of a saga that exists: the
+        // saga carries on; nothing of it was parked.
+        let Some(step) = step else {
+            return Ok(());
         };
+        let current = s.steps.get(s.cursor);
+        let in_flight = current.is_some_and(|c| {
+            c.name == step.step
+                && match c.state {
+                    StepState::Running => !step.undo && s.status == SagaStatus::Running,
+                    StepState::Undoing => step.undo && s.status == SagaStatus::Unwinding,
+                    _ => false,
+                }
+        });
         let job = self.job_of(s).await?;
         let mut work = Work {
             saga,
@@ -443,17 +461,20 @@ impl Engine {
             cause: cause.clone(),
             now: Utc::now(),
         };
-        let text = format!("a message of this job was parked: {reason}");
-        work.saga
-            .value
-            .step_log
-            .push(json!({ "at": date(work.now), "parked": reason, "message_id": cause.message_id.to_string() }));
-        if matches_current {
-            let st = work.saga.value.steps[work.saga.value.cursor].state;
-            match st {
-                StepState::Running => self.action_ended(&mut work, Err(Failure::internal(text))),
-                StepState::Undoing => self.undo_ended(&mut work, Err(Failure::internal(text))),
-                _ => {}
+        work.saga.value.step_log.push(json!({
+            "at": date(work.now),
+            "parked": reason,
+            "parked_message_id": message,
+            "step": step.step,
+            "undo": step.undo,
+            "failed_the_step": in_flight,
+        }));
+        if in_flight {
+            let text = format!("a message of this job was parked: {reason}");
+            if step.undo {
+                self.undo_ended(&mut work, Err(Failure::internal(text)));
+            } else {
+                self.action_ended(&mut work, Err(Failure::internal(text)));
             }
         }
         self.drive_and_commit(work).await
@@ -561,6 +582,13 @@ impl Engine {
                     match work.saga.value.steps[cursor].state {
                         // Done, or in flight (it may have run), or failed
                         // (it may have done part): undo it.
+                        // A local step that failed wrote nothing: nothing to undo.
+                        StepState::Failed if def.action == Run::Local => {
+                            let st = &mut work.saga.value.steps[cursor];
+                            st.state = StepState::Undone;
+                            st.undo_started = Some(work.now);
+                            st.undo_ended = Some(work.now);
+                        }
                         StepState::Done | StepState::Running | StepState::Failed => {
                             work.saga.value.steps[cursor].undo_started = Some(work.now);
                             match def.undo {

@@ -1,7 +1,8 @@
 //! The orchestrator's scheduled sweep: it fails the steps that passed their
 //! deadline (their sagas then undo what they did, so every job ends), and
 //! starts the expunge of every VM that has been `Error` or `Destroyed` for
-//! longer than `expunge.delay`.
+//! longer than `expunge.delay`, or left `Expunging` by a failed expunge for
+//! longer than `saga.step.timeout` (as CloudStack's expunge task retries).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -55,14 +56,15 @@ pub async fn sweep(engine: &Engine, now: DateTime<Utc>) -> Result<Sweep, Handler
         }
     }
     let delay = engine.settings.integer(names::expunge_delay());
-    for state in [VmState::Error, VmState::Destroyed] {
+    let retry = engine.settings.integer(names::saga_step_timeout());
+    for state in [VmState::Error, VmState::Destroyed, VmState::Expunging] {
         let vms = store
             .walk::<Vm>(&Index::State(state_name(&state)))
             .await
             .map_err(transient)?;
         for v in vms
             .into_iter()
-            .filter(|v| vm::expunge_due(&v.value, delay, now))
+            .filter(|v| vm::expunge_due(&v.value, delay, retry, now))
         {
             let params = vm::remove_params(store, &v.value, true, true)
                 .await

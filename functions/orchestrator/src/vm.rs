@@ -99,6 +99,11 @@ const REMOVE_STEPS: &[StepDef] = &[
         undo: None,
     },
     StepDef {
+        name: "mark-expunging",
+        action: Run::Local,
+        undo: None,
+    },
+    StepDef {
         name: "destroy-volumes",
         action: Run::Agent(agent::DESTROY_VOLUMES),
         undo: None,
@@ -185,6 +190,7 @@ pub fn plan(kind: &str, parameters: &Value) -> Result<Vec<&'static str>, Failure
             }
             steps.push("release-capacity");
             if p.expunge {
+                steps.push("mark-expunging");
                 if p.placement.is_some() {
                     steps.push("destroy-volumes");
                 }
@@ -485,6 +491,7 @@ pub async fn local(
         (DESTROY | EXPUNGE, "mark", false) => mark(cx, tx).await,
         (DESTROY | EXPUNGE, "mark", true) => unmark(cx, tx).await,
         (DESTROY | EXPUNGE, "finish-destroy", false) => finish_destroy(cx, tx).await,
+        (DESTROY | EXPUNGE, "mark-expunging", false) => mark_expunging(cx, tx).await,
         (DESTROY | EXPUNGE, "finish-expunge", false) => finish_expunge(cx, tx).await,
         (kind, step, undo) => {
             Err(Failure::internal(format!("{kind} has no local step {step} (undo: {undo})")).into())
@@ -547,6 +554,7 @@ async fn create_record(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, 
         service_offering_name: p.offering_name.clone(),
         nics: vec![],
         state_changed: Some(cx.now),
+        saga_id: Some(cx.saga.id),
     };
     tx.create(&vm);
     Ok(json!({}))
@@ -567,6 +575,7 @@ async fn mark_error(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, Ste
         vm.value.host_id = None;
         vm.value.nics.clear();
         vm.value.state_changed = Some(cx.now);
+        vm.value.saga_id = None;
         tx.update(&vm);
         let why = cx
             .saga
@@ -630,6 +639,7 @@ async fn finish_deploy(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, 
         v.power_state = PowerState::PowerOff;
     }
     v.state_changed = Some(cx.now);
+    v.saga_id = None;
     for info in &volumes.volumes {
         let vid: Id<Volume> = id(&info.volume_id, "volume id")?;
         let Some(mut vol) = cx.store.get(vid).await? else {
@@ -683,6 +693,25 @@ async fn mark(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepError
         return Err(Failure::from_api(ApiError::entity_not_found(command, "id", &p.vm_id)).into());
     };
     let state = vm.value.state;
+    if let Some(other) = vm.value.saga_id
+        && other != cx.saga.id
+        && let Some(holder) = cx.store.get(other).await?
+        && matches!(
+            holder.value.status,
+            SagaStatus::Running | SagaStatus::Unwinding
+        )
+    {
+        return Err(Failure::param(format!(
+            "Unable to {} VM {vm_id}: another job is working on it{}",
+            if p.expunge_only { "expunge" } else { "destroy" },
+            holder
+                .value
+                .job_id
+                .map(|j| format!(" (job {j})"))
+                .unwrap_or_default()
+        ))
+        .into());
+    }
     let allowed = if p.expunge_only {
         matches!(
             state,
@@ -713,43 +742,88 @@ async fn mark(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepError
         .iter()
         .map(|v| v.id.to_string())
         .collect();
-    let next = if p.expunge {
-        VmState::Expunging
-    } else if p.running {
+    // As CloudStack: a running VM is Stopping until it stops; one that is
+    // not running goes to Expunging when it is expunged, else stays.
+    let next = if p.running {
         VmState::Stopping
+    } else if p.expunge {
+        VmState::Expunging
     } else {
         state
     };
+    vm.value.state = next;
     if next != state {
-        vm.value.state = next;
         vm.value.state_changed = Some(cx.now);
-        tx.update(&vm);
     }
+    // Held by this saga (written even when the state stays, so that two
+    // jobs marking at once collide on the VM's version).
+    vm.value.saga_id = Some(cx.saga.id);
+    tx.update(&vm);
     Ok(json!({ "volume_ids": volume_ids }))
 }
 
-/// The undo of mark: the state the VM was in, unless it was stopped since.
+/// The undo of mark: the VM back in the state the saga left it in for
+/// good. Once its expunge began (volumes or NICs may be gone) it stays
+/// `Expunging`, and the sweep expunges it again later; once it stopped it is
+/// `Stopped`; else it is as it was. Its lock is released.
 async fn unmark(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepError> {
     let p: RemoveParams = parse(&cx.saga.parameters)?;
     let vm_id: Id<Vm> = id(&p.vm_id, "vm id")?;
     let Some(mut vm) = cx.store.get(vm_id).await? else {
         return Ok(json!({}));
     };
+    let began = |step: &str| cx.state(step).is_some_and(|s| s != StepState::Pending);
+    let expunging = [
+        "mark-expunging",
+        "destroy-volumes",
+        "release-volumes",
+        "release-nics",
+    ]
+    .into_iter()
+    .any(began);
     let stopped = cx.state("stop-vm") == Some(StepState::Done);
-    let back = if stopped {
+    let back = if expunging {
+        VmState::Expunging
+    } else if stopped {
         VmState::Stopped
     } else {
         p.previous_state
     };
-    if stopped {
-        vm.value.host_id = None;
-        vm.value.power_state = PowerState::PowerOff;
+    let v = &mut vm.value;
+    if stopped || expunging {
+        if v.host_id.is_some() {
+            v.last_host_id = v.host_id;
+        }
+        v.host_id = None;
+        v.power_state = PowerState::PowerOff;
     }
-    if vm.value.state != back || stopped {
-        vm.value.state = back;
-        vm.value.state_changed = Some(cx.now);
-        tx.update(&vm);
+    v.state = back;
+    v.state_changed = Some(cx.now);
+    v.saga_id = None;
+    tx.update(&vm);
+    Ok(json!({}))
+}
+
+/// The VM, stopped, goes to `Expunging`: past this nothing is undone.
+async fn mark_expunging(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepError> {
+    let p: RemoveParams = parse(&cx.saga.parameters)?;
+    let vm_id: Id<Vm> = id(&p.vm_id, "vm id")?;
+    let mut vm = cx
+        .store
+        .get(vm_id)
+        .await?
+        .ok_or_else(|| Failure::internal(format!("VM {vm_id} vanished during its expunge")))?;
+    let v = &mut vm.value;
+    if v.host_id.is_some() {
+        v.last_host_id = v.host_id;
     }
+    v.host_id = None;
+    v.power_state = PowerState::PowerOff;
+    if v.state != VmState::Expunging {
+        v.state = VmState::Expunging;
+        v.state_changed = Some(cx.now);
+    }
+    tx.update(&vm);
     Ok(json!({}))
 }
 
@@ -769,6 +843,7 @@ async fn finish_destroy(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value,
     v.state = VmState::Destroyed;
     v.power_state = PowerState::PowerOff;
     v.state_changed = Some(cx.now);
+    v.saga_id = None;
     tx.update(&vm);
     tx.create(&event(
         cx,
@@ -829,6 +904,16 @@ pub async fn remove_params(
         }),
         None => None,
     };
+    // The NIC rows, not the VM's copy: a failed deploy's VM has none in its
+    // copy, yet an undo that failed may have left some.
+    let nics = store
+        .walk::<Nic>(&Index::Account(vm.account_id.uuid()))
+        .await?
+        .into_iter()
+        .filter(|n| n.value.vm_id == vm.id)
+        .map(|n| n.value.device_id + 1)
+        .max()
+        .unwrap_or(0);
     Ok(RemoveParams {
         vm_id: vm.id.to_string(),
         account_id: vm.account_id.to_string(),
@@ -838,7 +923,7 @@ pub async fn remove_params(
         running: vm.host_id.is_some() && placement.is_some(),
         placement,
         previous_state: vm.state,
-        nic_count: (vm.nics.len() as u32).max(1),
+        nic_count: nics.max(vm.nics.len() as u32).max(1),
     })
 }
 
@@ -881,12 +966,17 @@ pub async fn deploy_params(store: &Store, r: &vm::Deploy) -> Result<DeployParams
     })
 }
 
-/// When a VM in `Error` or `Destroyed` is due to be expunged.
-pub fn expunge_due(vm: &Vm, delay_s: i64, now: chrono::DateTime<Utc>) -> bool {
-    matches!(vm.state, VmState::Error | VmState::Destroyed)
-        && vm
-            .state_changed
-            .unwrap_or(vm.created)
-            .checked_add_signed(chrono::Duration::seconds(delay_s))
-            .is_some_and(|due| due <= now)
+/// When a VM is due to be expunged: `Error` or `Destroyed` for `delay_s`
+/// (`expunge.delay`), or left `Expunging` by a failed expunge, no saga
+/// holding it, for `retry_s`.
+pub fn expunge_due(vm: &Vm, delay_s: i64, retry_s: i64, now: chrono::DateTime<Utc>) -> bool {
+    let after = match vm.state {
+        VmState::Error | VmState::Destroyed => delay_s,
+        VmState::Expunging if vm.saga_id.is_none() => retry_s,
+        _ => return false,
+    };
+    vm.state_changed
+        .unwrap_or(vm.created)
+        .checked_add_signed(chrono::Duration::seconds(after))
+        .is_some_and(|due| due <= now)
 }

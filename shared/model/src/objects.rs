@@ -636,6 +636,10 @@ pub struct Vm {
     /// expunged `expunge.delay` seconds after it.
     #[serde(default)]
     pub state_changed: Option<DateTime<Utc>>,
+    /// The saga working on the VM, if one is: a second job on it is
+    /// refused while that saga runs (CloudStack serialises a VM's jobs).
+    #[serde(default)]
+    pub saga_id: Option<Id<Saga>>,
 }
 object!(Vm, "vm", |v| Keys::default()
     .account(v.account_id)

@@ -307,6 +307,7 @@ impl Sample for Vm {
             service_offering_name: "Small Instance".into(),
             nics: vec![],
             state_changed: None,
+            saga_id: None,
         }
     }
 }
