@@ -100,3 +100,44 @@ async fn the_runner_creates_the_dynamodb_table_at_start_up() {
         1
     );
 }
+
+/// A row whose message routes nowhere (a host agent's queue that does not
+/// exist) is parked with its reason, not republished forever, and its row goes.
+#[tokio::test]
+async fn an_unroutable_outbox_row_is_parked_with_its_reason() {
+    let env = TestEnv::new("outbox-unroutable");
+    let store = Store::open(&env.config.store, &env.config.table_prefix)
+        .await
+        .unwrap();
+    let topology = stratus_contracts::topology::Topology::parse(
+        "builtin",
+        stratus_messaging::broker::BUILTIN_TOPOLOGY,
+    )
+    .unwrap();
+    let connection = env.connect().await;
+    stratus_messaging::broker::declare_topology(&connection, &topology)
+        .await
+        .unwrap();
+    let mut parked = env.watch(&connection, names::PARKING_EXCHANGE, "").await;
+    let message = Envelope::new(diag::NOOP, &diag::Noop {}).with_job_id("job-9");
+    let key = names::instance_routing_key("agent.start-vm", "no-such-host");
+    let row = outbox::to_outbox(names::COMMANDS_EXCHANGE, &key, &message);
+    let mut tx = Transaction::new();
+    tx.enqueue(&row);
+    store.transact(tx).await.unwrap();
+    let publisher = env.publisher(topology);
+    let sent = outbox::publish_committed(&store, &publisher, std::slice::from_ref(&row)).await;
+    assert_eq!((sent.published, sent.parked, sent.failed), (0, 1, 0));
+    let got = parked
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the unroutable message was not parked");
+    let reason = stratus_tests::parked_reason(&got);
+    assert!(reason.contains("unroutable"), "{reason}");
+    let got = Envelope::from_rmq(&got).unwrap();
+    assert_eq!(
+        (got.message_id, got.job_id.as_deref()),
+        (message.message_id, Some("job-9"))
+    );
+    assert!(store.get(row.id).await.unwrap().is_none());
+}

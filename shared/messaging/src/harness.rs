@@ -382,7 +382,8 @@ impl Harness {
     }
 }
 
-fn with_parking_headers(props: BasicProperties, queue: &str, reason: &str) -> BasicProperties {
+/// `props` with the parking headers: why, and from which queue.
+pub fn with_parking_headers(props: BasicProperties, queue: &str, reason: &str) -> BasicProperties {
     let mut headers = props.headers().clone().unwrap_or_default();
     headers.insert(
         names::HEADER_PARKED_REASON.into(),

@@ -55,12 +55,15 @@ pub fn outgoing(m: &OutboxMessage) -> Outgoing {
 pub struct Sent {
     pub published: usize,
     pub failed: usize,
+    /// Unroutable: sent to the parking exchange with their reason instead.
+    pub parked: usize,
 }
 
 /// Publishes outbox rows (committed before this is called), each confirmed,
 /// and removes each row once the broker has it. A row that fails to publish,
 /// or whose removal fails, stays for the relay, which sends it again with
-/// the same message id; consumers are idempotent on it.
+/// the same message id; consumers are idempotent on it. A row whose message
+/// routes nowhere is parked with its reason instead (it never would route).
 pub async fn publish_committed(
     store: &stratus_store::Store,
     publisher: &crate::publisher::Publisher,
@@ -77,6 +80,33 @@ pub async fn publish_committed(
                     tracing::warn!(message_id = %row.id, job_id, error = %e, "published; the outbox row stays and will be sent again");
                 }
             },
+            // Routes nowhere (e.g. a host's queue that does not exist): it
+            // never will by itself. Parked with its reason instead, so that
+            // its job's saga hears of it at once, and the row goes.
+            Err(e) if e.is_permanent() => {
+                let reason = format!("unroutable from the outbox: {e}");
+                let mut parked = outgoing(row);
+                parked.properties = crate::harness::with_parking_headers(
+                    parked.properties,
+                    &format!("outbox:{}", row.routing_key),
+                    &reason,
+                );
+                parked.exchange = stratus_contracts::names::PARKING_EXCHANGE.to_string();
+                parked.routing_key = String::new();
+                match publisher.publish(parked).await {
+                    Ok(()) => {
+                        sent.parked += 1;
+                        tracing::error!(message_id = %row.id, job_id, reason = %reason, "parked from the outbox");
+                        if let Err(e) = store.outbox_sent(row.id).await {
+                            tracing::warn!(message_id = %row.id, error = %e, "parked; the outbox row stays and will be tried again");
+                        }
+                    }
+                    Err(e) => {
+                        sent.failed += 1;
+                        tracing::error!(message_id = %row.id, job_id, error = %e, "unroutable and not parked; the outbox row stays for the relay");
+                    }
+                }
+            }
             Err(e) => {
                 sent.failed += 1;
                 tracing::error!(message_id = %row.id, job_id, error = %e, "not published; the outbox row stays for the relay");
