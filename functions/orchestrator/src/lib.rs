@@ -9,6 +9,8 @@
 
 pub mod parked;
 pub mod saga;
+#[cfg(test)]
+mod saga_tests;
 pub mod sweep;
 pub mod vm;
 
