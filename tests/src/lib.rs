@@ -4,6 +4,7 @@
 pub mod cloudstack;
 pub mod events;
 pub mod faults;
+pub mod inproc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
