@@ -235,6 +235,10 @@ pub async fn execute<D: Driver>(
             Ok((json!({}), None))
         }
         Command::DestroyVolumes(s) => {
+            // Destroying a VM's disks ends the VM on this host: were it
+            // still (or again) running, as when a start that came late is
+            // undone after its disks' undo, it is stopped first.
+            driver.stop_vm(placement, &s.input.vm_id).await?;
             for volume_id in &s.input.volume_ids {
                 driver
                     .destroy_volume(placement, &s.input.vm_id, volume_id)

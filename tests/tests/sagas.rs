@@ -1222,7 +1222,6 @@ async fn the_checks_catch_a_broken_flow() {
 /// not on the simulated host, as `unmark`'s doc says ("once it stopped it
 /// is `Stopped`").
 #[tokio::test]
-#[ignore = "bug: functions/orchestrator/src/vm.rs unmark() tests `state(\"stop-vm\") == Done`, but by the time the unwinding reaches mark, saga.rs has marked stop-vm (undo None) Undone; the VM goes back to Running on a host that no longer runs it, its capacity released"]
 async fn a_destroy_failing_after_its_stop_leaves_the_vm_stopped() {
     let mut wrong = Vec::new();
     let mut ran = 0;
@@ -1407,7 +1406,6 @@ async fn a_late_action_after_the_unwinding_is_undone_again() {
 /// create-volumes and start-vm again): each redone action is undone again
 /// and the clean slate holds.
 #[tokio::test]
-#[ignore = "bug: the engine's late-success handling (saga.rs, Engine::unawaited) resends each step's undo on its own, in the order the late results come: destroy-volumes (undo of create-volumes) reaches the host before stop-vm (undo of start-vm), fails with 'volume ... is in use by VM', and that failed undo result is only logged: the re-created volumes stay on the host"]
 async fn late_actions_together_after_the_unwinding_are_undone_again() {
     let mut failures = Vec::new();
     let mut ran = 0;

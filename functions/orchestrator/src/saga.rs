@@ -344,6 +344,7 @@ impl Engine {
             return Ok(());
         }
         let step = saga.steps.iter().find(|s| s.name == result.saga.step);
+        let step_state = step.map(|s| s.state);
         let late_success = !result.saga.undo
             && matches!(result.outcome, Outcome::Done { .. })
             && step.is_some_and(|s| {
@@ -361,6 +362,26 @@ impl Engine {
             "redo_undo": late_success,
         });
         work.saga.value.step_log.push(entry);
+        // An undo sent again (for a late success) that failed: what the
+        // action holds stays held. Nobody waits on it, so an alert says so.
+        if let (true, Outcome::Failed { text, .. }) = (result.saga.undo, &result.outcome)
+            && step_state != Some(StepState::Undoing)
+        {
+            let saga = &work.saga.value;
+            work.tx.create(&Alert {
+                id: Id::new(),
+                alert_type: 8,
+                name: "ALERT.USERVM".into(),
+                subject: format!(
+                    "A repeated undo of step {} of saga {} ({}) failed: {text}; what it held may be left",
+                    result.saga.step, saga.id, saga.kind
+                ),
+                zone_id: vm::zone_of(&saga.parameters)
+                    .unwrap_or_else(|| Id::from_uuid(Uuid::nil())),
+                pod_id: None,
+                sent: work.now,
+            });
+        }
         if late_success {
             let def = vm::definition(&work.saga.value.kind, &result.saga.step)
                 .ok_or_else(|| HandlerError::Permanent("unknown step".into()))?;

@@ -781,7 +781,8 @@ async fn unmark(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepErr
     ]
     .into_iter()
     .any(began);
-    let stopped = cx.state("stop-vm") == Some(StepState::Done);
+    // Its output, not its state: unwinding marks a step with no undo Undone.
+    let stopped = cx.output("stop-vm").is_some();
     let back = if expunging {
         VmState::Expunging
     } else if stopped {
