@@ -106,9 +106,7 @@ async fn deploy(
             Err(saga::StepError::Store(e)) => return Err(transient(e)),
         }
     } else {
-        engine
-            .start(saga_id, vm::DEPLOY, Value::Null, Some(job), env)
-            .await?;
+        engine.resume_by_id(saga_id, env).await?;
     }
     Ok(Effects::new())
 }
@@ -132,9 +130,7 @@ async fn remove(
     };
     let saga_id = saga::saga_id_for_job(job.value.id);
     if store.get(saga_id).await.map_err(transient)?.is_some() {
-        engine
-            .start(saga_id, vm::DESTROY, Value::Null, Some(job), env)
-            .await?;
+        engine.resume_by_id(saga_id, env).await?;
         return Ok(Effects::new());
     }
     let found = match vm_id.parse::<Id<Vm>>() {

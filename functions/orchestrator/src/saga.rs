@@ -248,21 +248,41 @@ impl Engine {
         self.drive_and_commit(work).await
     }
 
+    /// Continues the saga with this id (a redelivered start finds it made).
+    pub async fn resume_by_id(&self, id: Id<Saga>, cause: &Envelope) -> Result<(), HandlerError> {
+        match self.store.get(id).await.map_err(transient)? {
+            Some(saga) => self.resume(saga, cause).await,
+            None => Err(HandlerError::Transient(format!(
+                "saga {id} is not there yet"
+            ))),
+        }
+    }
+
     /// Drives a saga that may have nothing to do (a redelivered start).
     async fn resume(&self, saga: Versioned<Saga>, cause: &Envelope) -> Result<(), HandlerError> {
         if matches!(saga.value.status, SagaStatus::Done | SagaStatus::Failed) {
             return Ok(());
         }
+        let work = self.work(saga, cause, Utc::now()).await?;
+        self.drive_and_commit(work).await
+    }
+
+    /// One handling of `saga` answering `cause`, with its job read.
+    async fn work(
+        &self,
+        saga: Versioned<Saga>,
+        cause: &Envelope,
+        now: DateTime<Utc>,
+    ) -> Result<Work, HandlerError> {
         let job = self.job_of(&saga.value).await?;
-        let work = Work {
+        Ok(Work {
             saga,
             job,
             tx: Transaction::new(),
             outbox: vec![],
             cause: cause.clone(),
-            now: Utc::now(),
-        };
-        self.drive_and_commit(work).await
+            now,
+        })
     }
 
     async fn job_of(&self, saga: &Saga) -> Result<Option<Versioned<AsyncJob>>, HandlerError> {
@@ -285,15 +305,7 @@ impl Engine {
                 "step result for saga {id}, which does not exist"
             )));
         };
-        let job = self.job_of(&saga.value).await?;
-        let mut work = Work {
-            saga,
-            job,
-            tx: Transaction::new(),
-            outbox: vec![],
-            cause: env.clone(),
-            now: Utc::now(),
-        };
+        let mut work = self.work(saga, env, Utc::now()).await?;
         let awaited = {
             let s = &work.saga.value;
             let index = s.steps.iter().position(|x| x.name == result.saga.step);
@@ -418,15 +430,8 @@ impl Engine {
             self.step_timeout().num_seconds()
         );
         tracing::warn!(saga_id = %s.id, step = %step.name, undo, "step timed out");
-        let job = self.job_of(s).await?;
-        let mut work = Work {
-            cause: Envelope::new("saga.timeout", &json!({ "saga_id": s.id.to_string() })),
-            saga,
-            job,
-            tx: Transaction::new(),
-            outbox: vec![],
-            now,
-        };
+        let cause = Envelope::new("saga.timeout", &json!({ "saga_id": s.id.to_string() }));
+        let mut work = self.work(saga, &cause, now).await?;
         work.saga
             .value
             .step_log
@@ -473,15 +478,7 @@ impl Engine {
                     _ => false,
                 }
         });
-        let job = self.job_of(s).await?;
-        let mut work = Work {
-            saga,
-            job,
-            tx: Transaction::new(),
-            outbox: vec![],
-            cause: cause.clone(),
-            now: Utc::now(),
-        };
+        let mut work = self.work(saga, cause, Utc::now()).await?;
         work.saga.value.step_log.push(json!({
             "at": date(work.now),
             "parked": reason,
