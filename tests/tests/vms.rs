@@ -640,7 +640,6 @@ async fn deploy_use_destroy_as_a_cloudstack_client_does() {
 /// listVirtualMachines does for her; the job result here carries the admin's
 /// view of the VM.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: a user's deploy job result (queryAsyncJobResult) names the host (hostid, hostname): the orchestrator's finish_deploy stores views::vm whole and the API's query_async_job/list_async_jobs return it unfiltered"]
 async fn a_users_deploy_job_result_does_not_name_the_host() {
     let env = TestEnv::new("vm-user-view");
     let p = Platform::start(&env);
@@ -964,7 +963,6 @@ async fn a_simulated_failure_at_each_agent_command_fails_the_job_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: the orchestrator never refreshes its settings from Consul (no SettingsSource::refresh in functions/orchestrator/src/main.rs), so saga.step.timeout stays 300 s"]
 async fn a_start_that_never_answers_fails_the_deploy_after_saga_step_timeout() {
     let env = TestEnv::new("vm-sim-fault");
     let p = Platform::start(&env);
@@ -997,7 +995,6 @@ async fn a_start_that_never_answers_fails_the_deploy_after_saga_step_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: the orchestrator never refreshes its settings from Consul (no SettingsSource::refresh in functions/orchestrator/src/main.rs), so expunge.delay stays 86400 s"]
 async fn a_failed_deploy_is_expunged_after_expunge_delay() {
     let env = TestEnv::new("vm-expunge-delay");
     let p = Platform::start(&env);

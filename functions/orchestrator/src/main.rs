@@ -48,6 +48,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let request_id = event.context.request_id.clone();
         let span = tracing::info_span!("orchestrator", request_id = %request_id);
         async move {
+            // Settings from Consul, re-read when older than a few seconds
+            // (saga.step.timeout, expunge.delay): a frozen function runs no watch.
+            engine.settings.refresh().await;
             let payload = event.payload;
             if payload["eventSource"] == "aws:rmq" {
                 let rmq: RmqEvent = serde_json::from_value(payload)?;

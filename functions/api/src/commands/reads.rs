@@ -860,15 +860,30 @@ async fn list_async_jobs(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
         "asyncjobs",
         narrows,
         |j| who.holds(j.account_id) && start.is_none_or(|s| j.created >= s),
-        views::async_job,
+        |j| job_view(ctx, j),
     )
     .await
+}
+
+/// A job as the caller may see it: a user does not see where its VM runs
+/// (as in listVirtualMachines).
+fn job_view(ctx: &Ctx, job: &AsyncJob) -> Value {
+    let mut view = views::async_job(job);
+    if ctx.caller.role == Role::User
+        && let Some(vm) = view
+            .pointer_mut("/jobresult/virtualmachine")
+            .and_then(Value::as_object_mut)
+    {
+        vm.remove("hostid");
+        vm.remove("hostname");
+    }
+    view
 }
 
 /// A job outside the caller's scope never gets here (the scope check's 531).
 async fn query_async_job(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
     let job = named::<AsyncJob>(ctx, p, "jobid").await?.value;
-    Ok(views::async_job(&job))
+    Ok(job_view(ctx, &job))
 }
 
 async fn list_capacity(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {
