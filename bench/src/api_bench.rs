@@ -139,14 +139,7 @@ pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
         .clone()
         .context("the runner has no gateway")?;
     let endpoint = format!("http://{gateway}/client/api");
-    let ini = std::fs::read_to_string(home.join("cloudstack.ini")).context("cloudstack.ini")?;
-    let field = |name: &str| {
-        ini.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
-            .map(str::to_string)
-            .context(format!("{name} in cloudstack.ini"))
-    };
-    let (key, secret) = (field("key")?, field("secret")?);
+    let (key, secret) = crate::runner_bench::admin_keys(&home)?;
 
     // 10,000 VMs of the admin's account, straight into the store the function reads.
     let StoreSelection::Sqlite(path) = &config.store else {

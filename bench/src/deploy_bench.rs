@@ -147,18 +147,12 @@ pub async fn run(amqp_url: &str, o: Options) -> anyhow::Result<()> {
         .gateway
         .clone()
         .context("the runner has no gateway")?;
-    let ini = std::fs::read_to_string(home.join("cloudstack.ini")).context("cloudstack.ini")?;
-    let field = |name: &str| {
-        ini.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
-            .map(str::to_string)
-            .context(format!("{name} in cloudstack.ini"))
-    };
+    let (key, secret) = crate::runner_bench::admin_keys(&home)?;
     let c = Client {
         http: reqwest::Client::new(),
         endpoint: format!("http://{gateway}/client/api"),
-        key: field("key")?,
-        secret: field("secret")?,
+        key,
+        secret,
     };
     let StoreSelection::Sqlite(path) = &config.store else {
         bail!("the deploy benchmark reads jobs from the embedded SQLite store");

@@ -78,6 +78,20 @@ pub(crate) fn bin_dir(needed: &[&str]) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The root admin's API key and secret key, as bootstrap wrote them to
+/// `cloudstack.ini` in the runner's state directory.
+pub(crate) fn admin_keys(home: &Path) -> anyhow::Result<(String, String)> {
+    let ini = std::fs::read_to_string(home.join("cloudstack.ini"))
+        .map_err(|e| anyhow::anyhow!("cloudstack.ini: {e}"))?;
+    let field = |name: &str| {
+        ini.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no {name} in cloudstack.ini"))
+    };
+    Ok((field("key")?, field("secret")?))
+}
+
 /// A benchmark's own vhost (deleted on drop), state directory and
 /// configuration (the embedded store in that directory).
 pub(crate) fn bench_env(amqp_url: &str) -> anyhow::Result<(Vhost, PathBuf, Config)> {

@@ -792,11 +792,7 @@ async fn unmark(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepErr
     };
     let v = &mut vm.value;
     if stopped || expunging {
-        if v.host_id.is_some() {
-            v.last_host_id = v.host_id;
-        }
-        v.host_id = None;
-        v.power_state = PowerState::PowerOff;
+        off_host(v);
     }
     v.state = back;
     v.state_changed = Some(cx.now);
@@ -805,21 +801,35 @@ async fn unmark(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepErr
     Ok(json!({}))
 }
 
-/// The VM, stopped, goes to `Expunging`: past this nothing is undone.
-async fn mark_expunging(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepError> {
+/// The VM of a remove saga, read for a step of it.
+async fn removed_vm(
+    cx: &StepCtx<'_>,
+    what: &str,
+) -> Result<(RemoveParams, stratus_store::Versioned<Vm>), StepError> {
     let p: RemoveParams = parse(&cx.saga.parameters)?;
     let vm_id: Id<Vm> = id(&p.vm_id, "vm id")?;
-    let mut vm = cx
+    let vm = cx
         .store
         .get(vm_id)
         .await?
-        .ok_or_else(|| Failure::internal(format!("VM {vm_id} vanished during its expunge")))?;
-    let v = &mut vm.value;
+        .ok_or_else(|| Failure::internal(format!("VM {vm_id} vanished during its {what}")))?;
+    Ok((p, vm))
+}
+
+/// The VM no longer on a host: stopped, its last host kept.
+fn off_host(v: &mut Vm) {
     if v.host_id.is_some() {
         v.last_host_id = v.host_id;
     }
     v.host_id = None;
     v.power_state = PowerState::PowerOff;
+}
+
+/// The VM, stopped, goes to `Expunging`: past this nothing is undone.
+async fn mark_expunging(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepError> {
+    let (_, mut vm) = removed_vm(cx, "expunge").await?;
+    let v = &mut vm.value;
+    off_host(v);
     if v.state != VmState::Expunging {
         v.state = VmState::Expunging;
         v.state_changed = Some(cx.now);
@@ -829,20 +839,11 @@ async fn mark_expunging(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value,
 }
 
 async fn finish_destroy(cx: &StepCtx<'_>, tx: &mut Transaction) -> Result<Value, StepError> {
-    let p: RemoveParams = parse(&cx.saga.parameters)?;
-    let vm_id: Id<Vm> = id(&p.vm_id, "vm id")?;
-    let mut vm = cx
-        .store
-        .get(vm_id)
-        .await?
-        .ok_or_else(|| Failure::internal(format!("VM {vm_id} vanished during its destroy")))?;
+    let (_, mut vm) = removed_vm(cx, "destroy").await?;
+    let vm_id = vm.value.id;
     let v = &mut vm.value;
-    if v.host_id.is_some() {
-        v.last_host_id = v.host_id;
-    }
-    v.host_id = None;
+    off_host(v);
     v.state = VmState::Destroyed;
-    v.power_state = PowerState::PowerOff;
     v.state_changed = Some(cx.now);
     v.saga_id = None;
     tx.update(&vm);

@@ -574,19 +574,28 @@ pub async fn account_param(
                 "Either accountId or (account name and domainId) must be specified",
             ));
         };
-        let domain = named::<Domain>(ctx, p, "domainid").await?.value;
-        ctx.store
-            .get::<Account>(Account::id_for(domain.id, name))
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::invalid_parameter(format!(
-                    "Unable to find account by name {name} in domain {}",
-                    domain.id
-                ))
-            })?
+        account_by_name(ctx, p, name).await?
     };
     Ok(account)
+}
+
+/// Account `name` in the domain `domainid` names (which passed the scope check).
+pub async fn account_by_name(
+    ctx: &Ctx,
+    p: &Params,
+    name: &str,
+) -> Result<stratus_store::Versioned<Account>, ApiError> {
+    let domain = named::<Domain>(ctx, p, "domainid").await?.value;
+    ctx.store
+        .get::<Account>(Account::id_for(domain.id, name))
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ApiError::invalid_parameter(format!(
+                "Unable to find account by name {name} in domain {}",
+                domain.id
+            ))
+        })
 }
 
 async fn enable_account(ctx: &Ctx, p: &Params) -> Result<Value, ApiError> {

@@ -233,24 +233,12 @@ fn long_param(ctx: &Ctx, p: &Params, name: &str) -> Result<Option<u64>, ApiError
 /// (the domain passed the scope check).
 async fn owner(ctx: &Ctx, p: &Params) -> Result<Account, ApiError> {
     match (p.get("account"), p.get("domainid")) {
-        (Some(name), Some(_)) => {
-            let domain = named::<Domain>(ctx, p, "domainid").await?.value;
-            let account = ctx
-                .store
-                .get::<Account>(Account::id_for(domain.id, name))
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| {
-                    ApiError::invalid_parameter(format!(
-                        "Unable to find account by name {name} in domain {}",
-                        domain.id
-                    ))
-                })?
-                .value;
+        (Some(name), Some(domain)) => {
+            let account = super::accounts::account_by_name(ctx, p, name).await?.value;
             if ctx.caller.role == Role::User && account.id != ctx.caller.account.id {
                 return Err(ApiError::permission_denied(format!(
-                    "Account {} does not have permission to operate within domain id={}",
-                    ctx.caller.account.name, domain.id
+                    "Account {} does not have permission to operate within domain id={domain}",
+                    ctx.caller.account.name
                 )));
             }
             Ok(account)
