@@ -1174,7 +1174,6 @@ async fn a_component_killed_mid_batch_loses_no_step() {
 /// no row in the store. The orchestrator test met it once in about fifteen
 /// runs; here the late copy is sent by hand, as the relay would.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: a late copy of a Done deploy's create-volumes, after the VM was expunged, leaves its volumes on the host (Engine::unawaited, functions/orchestrator/src/saga.rs)"]
 async fn a_late_copy_of_create_volumes_after_the_destroy_leaves_nothing() {
     use stratus_contracts::message_types::saga::{Step, StepRef};
     use stratus_contracts::message_types::{Placement, agent, storage};

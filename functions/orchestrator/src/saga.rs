@@ -339,7 +339,7 @@ impl Engine {
 
     /// A result the saga does not wait on: logged once. A success of an
     /// action whose step was already undone (it ran after its undo) gets
-    /// its undo again.
+    /// its undo again, as does one of a finished deploy whose VM is gone.
     async fn unawaited(
         &self,
         mut work: Work,
@@ -365,7 +365,26 @@ impl Engine {
                     StepState::Undoing | StepState::Undone | StepState::UndoFailed
                 )
             });
-        tracing::info!(saga_id = %saga.id, step = %result.saga.step, undo = result.saga.undo, late_success, "result for a step the saga does not wait on: recorded and ignored");
+        // A copy of an action that came after its saga ended and its VM was
+        // removed since (its command republished from the outbox): what it
+        // made again belongs to nothing, so it is undone too.
+        let orphaned = !late_success
+            && !result.saga.undo
+            && matches!(result.outcome, Outcome::Done { .. })
+            && step_state == Some(StepState::Done)
+            && saga.status == SagaStatus::Done
+            && match vm::vm_of(saga) {
+                Some(id) => self
+                    .store
+                    .get(id)
+                    .await
+                    .map_err(transient)?
+                    .is_none_or(|v| v.value.state == VmState::Expunging),
+                None => false,
+            };
+        let late_success = late_success || orphaned;
+        let saga = &work.saga.value;
+        tracing::info!(saga_id = %saga.id, step = %result.saga.step, undo = result.saga.undo, late_success, orphaned, "result for a step the saga does not wait on: recorded and ignored");
         let entry = json!({
             "at": date(work.now),
             "ignored_result": result.saga.step,

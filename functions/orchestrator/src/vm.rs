@@ -209,6 +209,16 @@ fn parse<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Failure> {
         .map_err(|e| Failure::internal(format!("saga parameters do not decode: {e}")))
 }
 
+/// The VM a deploy saga makes (None for other kinds).
+pub fn vm_of(saga: &Saga) -> Option<Id<Vm>> {
+    if saga.kind != DEPLOY {
+        return None;
+    }
+    saga.parameters["request"]["vm_id"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
 /// The zone a saga works in, for alerts.
 pub fn zone_of(parameters: &Value) -> Option<Id<Zone>> {
     parameters["request"]["zone_id"]
