@@ -5,6 +5,7 @@ pub mod cloudstack;
 pub mod events;
 pub mod faults;
 pub mod inproc;
+pub mod vm_flow;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
