@@ -320,6 +320,17 @@ pub async fn progress(store: &Store) -> String {
     format!("{at:?}")
 }
 
+/// Every object of a kind.
+pub async fn every<T: Object>(store: &Store) -> Vec<T> {
+    store
+        .walk::<T>(&Index::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.value)
+        .collect()
+}
+
 /// What every agent holds, by host name.
 pub fn agent_states(env: &TestEnv, hosts: &[Host]) -> BTreeMap<String, SimState> {
     hosts
@@ -395,55 +406,13 @@ pub async fn consistency(
         .into_iter()
         .map(|v| (v.value.id.to_string(), v.value))
         .collect();
-    let nics: Vec<Nic> = store
-        .walk::<Nic>(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
-    let volumes: Vec<Volume> = store
-        .walk::<Volume>(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
-    let hosts: Vec<Host> = store
-        .walk::<Host>(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
-    let pools: Vec<StoragePool> = store
-        .walk::<StoragePool>(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
-    let reservations: Vec<Reservation> = store
-        .walk::<Reservation>(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
-    let addresses: Vec<IpAddress> = store
-        .walk::<IpAddress>(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
-    let sagas: Vec<Saga> = store
-        .walk::<Saga>(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
+    let nics: Vec<Nic> = every::<Nic>(store).await;
+    let volumes: Vec<Volume> = every::<Volume>(store).await;
+    let hosts: Vec<Host> = every::<Host>(store).await;
+    let pools: Vec<StoragePool> = every::<StoragePool>(store).await;
+    let reservations: Vec<Reservation> = every::<Reservation>(store).await;
+    let addresses: Vec<IpAddress> = every::<IpAddress>(store).await;
+    let sagas: Vec<Saga> = every::<Saga>(store).await;
     let agents = agent_states(env, &hosts);
     let host_name = |id: Id<Host>| hosts.iter().find(|h| h.id == id).map(|h| h.name.clone());
     let mut outcome = Outcome::default();
@@ -718,13 +687,7 @@ pub async fn assert_clean(env: &TestEnv, p: &Platform, store: &Store, fleet: &Fl
         .filter(|a| a.value.nic_id.is_some())
         .map(|a| a.value.address)
         .collect();
-    let hosts: Vec<Host> = store
-        .walk::<Host>(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
+    let hosts: Vec<Host> = every::<Host>(store).await;
     assert!(
         vms.is_empty()
             && nics.is_empty()
