@@ -7,7 +7,7 @@ module "function" {
   name             = each.key
   function_name    = "${local.name_prefix}${each.key}"
   binary           = each.value.binary
-  filename         = "${local.package_dir}/${local.checksums[each.key].zip}"
+  filename         = "${local.package_dir}/${each.key}.zip"
   source_code_hash = local.checksums[each.key].base64sha256
   architecture     = var.architecture
   memory_mb        = each.value.memory_mb
@@ -78,6 +78,7 @@ resource "aws_lambda_invocation" "startup" {
     aws_vpc_endpoint.dynamodb,
     aws_vpc_security_group_ingress_rule.broker_from_functions,
     aws_vpc_security_group_egress_rule.functions_to_broker,
+    aws_vpc_security_group_egress_rule.functions_to_aws,
   ]
 }
 
