@@ -53,23 +53,29 @@ module "function" {
 # empty. The result kept in state never holds keys: the function writes the
 # root admin's keys to the admin-keys secret. Invoked again when the package
 # (and so the compiled topology) or the event changes.
+locals {
+  startup_inputs = {
+    for name, s in local.startups : name => jsonencode(merge(
+      { for k, v in s.event : k => v if k != "zone_file" },
+      { for k, v in s.event : "zone" => jsondecode(file(local.zone_file)) if k == "zone_file" },
+      {
+        declare_topology = true
+        endpoint         = local.api_url
+      },
+    ))
+  }
+}
+
 resource "aws_lambda_invocation" "startup" {
   for_each = local.startups
 
   function_name = module.function[each.key].function_name
   qualifier     = module.function[each.key].qualifier
-
-  input = jsonencode(merge(
-    { for k, v in each.value.event : k => v if k != "zone_file" },
-    { for k, v in each.value.event : "zone" => jsondecode(file(local.zone_file)) if k == "zone_file" },
-    {
-      declare_topology = true
-      endpoint         = local.api_url
-    },
-  ))
+  input         = local.startup_inputs[each.key]
 
   triggers = {
     package = local.checksums[each.key].base64sha256
+    input   = sha256(local.startup_inputs[each.key])
   }
 
   depends_on = [
