@@ -72,6 +72,25 @@ ensure_test_venv() {
   export STRATUS_TEST_VENV="$venv"
 }
 
+ensure_iac_venv() {
+  # The Terraform checks' Python tools (tests/requirements-iac.txt: checkov, python-hcl2) in
+  # their own venv, .venv-iac: checkov's exact pins must not fight moto's in .venv. checkov's
+  # bc-python-hcl2 and python-hcl2 install the same `hcl2` module, so python-hcl2 goes to
+  # .venv-iac/hcl2 (the tests put it on PYTHONPATH) and the other lines into the venv.
+  apt_install python3-venv
+  local venv="$STRATUS_ROOT/.venv-iac" req="$STRATUS_ROOT/tests/requirements-iac.txt"
+  [ -x "$venv/bin/python" ] || { say "creating $venv"; python3 -m venv "$venv"; }
+  if [ ! -f "$venv/.requirements" ] || ! cmp -s "$req" "$venv/.requirements"; then
+    say "installing tests/requirements-iac.txt into $venv"
+    grep -v -E '^[[:space:]]*(#|$|python-hcl2)' "$req" >"$venv/.requirements-venv"
+    "$venv/bin/pip" install -q -r "$venv/.requirements-venv"
+    rm -rf "$venv/hcl2"
+    "$venv/bin/pip" install -q --target "$venv/hcl2" "$(grep -E '^python-hcl2' "$req")"
+    cp "$req" "$venv/.requirements"
+  fi
+  export STRATUS_IAC_VENV="$venv"
+}
+
 ensure_moto() {
   # moto's server stands in for DynamoDB in the tests (from the venv above).
   local port=5000
