@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod consul;
 pub mod gateway;
 pub mod mq_trigger;
+pub mod package;
 pub mod pool;
 pub mod runner;
 pub mod runtime_api;

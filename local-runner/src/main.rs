@@ -5,7 +5,7 @@
 //! It links no function code: it runs the binaries the manifest names.
 //! The command line; the runner itself is the `stratus_local` library.
 
-use stratus_local::runner;
+use stratus_local::{package, runner};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,9 +33,16 @@ enum Command {
         /// The event, as JSON (`-` reads standard input).
         #[arg(long)]
         event: PathBuf,
+        /// Runs the function's `bootstrap` from this Lambda zip (`stratus-local package`)
+        /// instead of its binary in --bin-dir.
+        #[arg(long, value_name = "ZIP")]
+        package: Option<PathBuf>,
         #[command(flatten)]
         common: runner::CommonArgs,
     },
+    /// Builds the functions for Lambda (provided.al2023) and writes one zip per
+    /// function (its binary as `bootstrap`) and checksums.json.
+    Package(package::PackageArgs),
     /// Shows the running runner's functions, instances, queue depths, invocations and errors.
     Status {
         /// Prints the raw JSON.
@@ -60,8 +67,10 @@ fn main() -> ExitCode {
             Command::Invoke {
                 function,
                 event,
+                package,
                 common,
-            } => runner::invoke(&function, &event, common).await,
+            } => runner::invoke(&function, &event, package.as_deref(), common).await,
+            Command::Package(args) => package::package(args),
             Command::Status { json } => runner::status(json).await,
         }
     });

@@ -406,7 +406,50 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn invoke(function: &str, event: &Path, common: CommonArgs) -> anyhow::Result<ExitCode> {
+/// A function's `bootstrap` taken out of its Lambda zip, in a private (0700)
+/// directory of its own that goes when this does.
+struct Unpacked {
+    dir: PathBuf,
+}
+
+impl Unpacked {
+    fn new(zip: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let bytes = crate::package::read_bootstrap(zip)?;
+        let dir =
+            std::env::temp_dir().join(format!("stratus-package-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let unpacked = Self { dir };
+        let binary = unpacked.dir.join(crate::package::ENTRY);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .open(&binary)
+            .with_context(|| format!("writing {}", binary.display()))?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.sync_all()?;
+        Ok(unpacked)
+    }
+}
+
+impl Drop for Unpacked {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Invokes `function` once with the event file; with `package`, runs the
+/// `bootstrap` of that zip (the artifact Lambda would run) instead of the binary.
+pub async fn invoke(
+    function: &str,
+    event: &Path,
+    package: Option<&Path>,
+    common: CommonArgs,
+) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     let manifest = Manifest::load(&common.manifest)?;
     let f = manifest.function(function).ok_or_else(|| {
@@ -428,7 +471,21 @@ pub async fn invoke(function: &str, event: &Path, common: CommonArgs) -> anyhow:
     let listener = bind("127.0.0.1:0", "Runtime API").await?;
     let addr = listener.local_addr()?.to_string();
     let env = child_environment(&config, common.topology.as_deref(), &f.environment)?;
-    let mut spec = function_spec(f, &dir, env)?;
+    let unpacked = package
+        .map(|zip| {
+            Unpacked::new(zip)
+                .with_context(|| format!("function {function}: its package {}", zip.display()))
+        })
+        .transpose()?;
+    let mut spec = match &unpacked {
+        // Run as Lambda runs it: the file `bootstrap` in the package's directory.
+        Some(u) => {
+            let mut f = f.clone();
+            f.binary = crate::package::ENTRY.to_string();
+            function_spec(&f, &u.dir, env)?
+        }
+        None => function_spec(f, &dir, env)?,
+    };
     spec.min_instances = 0;
     spec.max_instances = 1;
     let pool = Pool::new(spec, addr, false, Duration::from_secs(3600));
@@ -442,6 +499,7 @@ pub async fn invoke(function: &str, event: &Path, common: CommonArgs) -> anyhow:
     tokio::spawn(async move { axum::serve(listener, runtime_api::router(api)).await });
     let outcome = pool.invoke(payload.into()).await;
     pool.shutdown().await;
+    drop(unpacked);
     match outcome {
         Outcome::Success(body) => {
             println!("{}", String::from_utf8_lossy(&body));
