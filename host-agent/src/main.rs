@@ -14,7 +14,6 @@ use std::time::Duration;
 use clap::Parser;
 use stratus_agent::sim::{Mocks, SimDriver};
 use stratus_agent::{Agent, Heartbeat};
-use stratus_contracts::config::Config;
 use stratus_discovery::settings::ConsulSettings;
 
 #[derive(Parser)]
@@ -32,7 +31,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     stratus_messaging::logging::init();
     let args = Args::parse();
-    let config = Config::from_env()?;
+    let config = stratus_secrets::aws_refs::config_from_env().await?;
     let consul = stratus_discovery::Client::from_config(&config);
     let heartbeat = match &consul {
         Some(consul) => {

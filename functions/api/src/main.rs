@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Error, Request, RequestExt, Response, service_fn};
-use stratus_contracts::config::Config;
 use stratus_contracts::settings::{Defaults, SettingsSource};
 use stratus_discovery::settings::ConsulSettings;
 use stratus_fn_api::Api;
@@ -20,7 +19,7 @@ const SETTINGS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3);
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     stratus_messaging::logging::init();
-    let config = Config::from_env()?;
+    let config = stratus_secrets::aws_refs::config_from_env().await?;
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
     // The key that opens users' secret keys, once per process (cold start).
     let secrets = Arc::new(store.secret_box(&config.secret_key).await?);

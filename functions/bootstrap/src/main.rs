@@ -15,9 +15,12 @@ use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
-use stratus_contracts::config::Config;
 use stratus_fn_bootstrap::{DEFAULT_ZONE_FILE, ZoneFile, cloudstack_ini, run};
+use stratus_secrets::aws_refs;
 use stratus_store::Store;
+
+/// On AWS: the Secrets Manager secret the root admin's keys are written to.
+const ENV_ADMIN_KEYS_SECRET: &str = "STRATUS_ADMIN_KEYS_SECRET";
 use tracing::Instrument;
 
 // One event at a time, as Lambda hands them over: a current-thread runtime
@@ -25,8 +28,23 @@ use tracing::Instrument;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     stratus_messaging::logging::init();
-    let config = Config::from_env()?;
-    let write_ini = std::env::var_os("STRATUS_HOME").is_some();
+    // On AWS the secret key's data key is made on the first run (the other
+    // functions only read it), before the configuration that names it is read.
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let admin_keys_secret = env.get(ENV_ADMIN_KEYS_SECRET).cloned();
+    let aws = if aws_refs::has_references(&env) || admin_keys_secret.is_some() {
+        let aws = aws_refs::Aws::load().await;
+        if aws.ensure_secret_key(&env).await? {
+            tracing::info!("made the secret key's data key (KMS-encrypted, in SSM)");
+        }
+        Some(Arc::new(aws))
+    } else {
+        None
+    };
+    let config = aws_refs::config_from_env().await?;
+    let topology = Arc::new(stratus_messaging::broker::topology(&config)?);
+    // The keys go to Secrets Manager on AWS, to cloudstack.ini (0600) locally.
+    let write_ini = admin_keys_secret.is_none() && std::env::var_os("STRATUS_HOME").is_some();
     if write_ini {
         // STRATUS_HOME holds the key file, the store and cloudstack.ini: its owner's only.
         stratus_secrets::private::home(&config.home)
@@ -37,6 +55,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let secrets = Arc::new(store.secret_box(&config.secret_key).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (store, home, secrets) = (store.clone(), config.home.clone(), secrets.clone());
+        let (config, topology, aws) = (config.clone(), topology.clone(), aws.clone());
+        let admin_keys_secret = admin_keys_secret.clone();
         let span = tracing::info_span!("bootstrap", request_id = %event.context.request_id);
         async move {
             let e = event.payload;
@@ -54,6 +74,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .and_then(Value::as_str)
                 .unwrap_or("http://127.0.0.1:8080/client/api")
                 .to_string();
+            if e.get("declare_topology").and_then(Value::as_bool) == Some(true) {
+                stratus_messaging::broker::declare_all(&config, &topology, "stratus-fn-bootstrap")
+                    .await
+                    .map_err(|err| format!("declaring the broker topology: {err}"))?;
+                tracing::info!(queues = topology.queues.len(), "broker topology declared");
+            }
             let outcome = run(&store, &spec, &secrets).await?;
             tracing::info!(created = outcome.created, existing = outcome.existing, zone = %outcome.zone_id, "bootstrap done");
             let mut answer = json!({
@@ -63,7 +89,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 "created": outcome.created,
                 "existing": outcome.existing,
             });
-            if write_ini {
+            if let (Some(arn), Some(aws)) = (&admin_keys_secret, &aws) {
+                let keys = json!({
+                    "username": spec.admin.username,
+                    "apikey": outcome.apikey,
+                    "secretkey": outcome.secretkey,
+                    "endpoint": endpoint,
+                });
+                aws.put_secret(arn, &keys.to_string())
+                    .await
+                    .map_err(|err| format!("writing the admin's keys to {arn}: {err}"))?;
+                answer["keys"] = json!(format!("in the Secrets Manager secret {arn}"));
+            } else if write_ini {
                 let path = home.join("cloudstack.ini");
                 stratus_secrets::private::write(&path, cloudstack_ini(&endpoint, &outcome).as_bytes())
                     .map_err(|err| format!("writing {}: {err}", path.display()))?;

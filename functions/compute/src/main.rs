@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_contracts::config::Config;
 use stratus_contracts::settings::{Defaults, SettingsSource};
 use stratus_discovery::settings::ConsulSettings;
 use stratus_store::Store;
@@ -16,7 +15,7 @@ const SETTINGS_MAX_AGE: Duration = Duration::from_secs(3);
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     stratus_messaging::logging::init();
-    let config = Config::from_env()?;
+    let config = stratus_secrets::aws_refs::config_from_env().await?;
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
     let consul = stratus_discovery::Client::from_config(&config);
     // Settings from Consul's KV, re-read at the start of a placement when

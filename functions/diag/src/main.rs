@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     stratus_messaging::logging::init();
-    let harness = stratus_messaging::function::harness("diag", stratus_fn_diag::handlers())?;
+    let harness = stratus_messaging::function::harness("diag", stratus_fn_diag::handlers()).await?;
     // The event arrives raw and is decoded once, into the type its trigger sends.
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let harness = harness.clone();

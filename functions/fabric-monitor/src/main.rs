@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use stratus_contracts::config::Config;
 use stratus_discovery::settings::ConsulSettings;
 use stratus_fn_fabric_monitor::Monitor;
+use stratus_messaging::schedule;
 use stratus_store::Store;
 use tracing::Instrument;
 
@@ -16,7 +16,7 @@ use tracing::Instrument;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     stratus_messaging::logging::init();
-    let config = Config::from_env()?;
+    let config = stratus_secrets::aws_refs::config_from_env().await?;
     let consul = stratus_discovery::Client::from_config(&config)
         .ok_or("CONSUL_HTTP_ADDR is not set: fabric monitoring needs Consul")?;
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
@@ -31,8 +31,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let monitor = monitor.clone();
         let span = tracing::info_span!("fabric-monitor", request_id = %event.context.request_id);
         async move {
-            let sweep = monitor.tick(chrono::Utc::now()).await?;
-            Ok::<Value, lambda_runtime::Error>(serde_json::to_value(sweep)?)
+            let deadline = schedule::deadline(event.context.deadline);
+            schedule::ticks(&event.payload, deadline, || {
+                monitor.tick(chrono::Utc::now())
+            })
+            .await
+            .answer()
         }
         .instrument(span)
     }))

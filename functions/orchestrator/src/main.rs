@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use stratus_contracts::config::Config;
 use stratus_contracts::settings::{Defaults, SettingsSource};
 use stratus_discovery::settings::ConsulSettings;
 use stratus_fn_orchestrator::{Engine, handlers, parked, sweep};
 use stratus_messaging::rmq_event::RmqEvent;
-use stratus_messaging::{broker, publisher::Publisher};
+use stratus_messaging::{broker, publisher::Publisher, schedule};
 use stratus_store::Store;
 use tracing::Instrument;
 
@@ -24,7 +23,7 @@ const PARKED_JOBS_QUEUE: &str = "stratus.orchestrator.parked-jobs";
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     stratus_messaging::logging::init();
-    let config = Config::from_env()?;
+    let config = stratus_secrets::aws_refs::config_from_env().await?;
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
     let settings: Arc<dyn SettingsSource> = match stratus_discovery::Client::from_config(&config) {
         Some(consul) => ConsulSettings::new(consul, Duration::from_secs(3)),
@@ -42,7 +41,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         settings,
         faults: Arc::new(stratus_fn_orchestrator::saga::NoFaults),
     });
-    let harness = stratus_messaging::function::harness("orchestrator", handlers(engine.clone()))?;
+    let harness =
+        stratus_messaging::function::harness("orchestrator", handlers(engine.clone())).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (engine, harness) = (engine.clone(), harness.clone());
         let request_id = event.context.request_id.clone();
@@ -68,8 +68,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 return Ok(serde_json::to_value(report)?);
             }
             // The schedule's event.
-            let done = sweep::sweep(&engine, chrono::Utc::now()).await?;
-            Ok(serde_json::to_value(done)?)
+            let deadline = schedule::deadline(event.context.deadline);
+            schedule::ticks(&payload, deadline, || async {
+                engine.settings.refresh().await;
+                sweep::sweep(&engine, chrono::Utc::now()).await
+            })
+            .await
+            .answer()
         }
         .instrument(span)
     }))

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use stratus_contracts::config::Config;
-use stratus_messaging::broker;
 use stratus_messaging::publisher::Publisher;
+use stratus_messaging::{broker, schedule};
 use stratus_store::Store;
 use tracing::Instrument;
 
@@ -17,7 +16,7 @@ use tracing::Instrument;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     stratus_messaging::logging::init();
-    let config = Config::from_env()?;
+    let config = stratus_secrets::aws_refs::config_from_env().await?;
     let grace = std::env::var(stratus_fn_outbox_relay::ENV_GRACE_MS)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -30,8 +29,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let (store, publisher) = (store.clone(), publisher.clone());
         let span = tracing::info_span!("relay", request_id = %event.context.request_id);
         async move {
-            let report = stratus_fn_outbox_relay::relay(&store, &publisher, grace).await?;
-            Ok::<Value, lambda_runtime::Error>(serde_json::to_value(report)?)
+            let deadline = schedule::deadline(event.context.deadline);
+            schedule::ticks(&event.payload, deadline, || {
+                stratus_fn_outbox_relay::relay(&store, &publisher, grace)
+            })
+            .await
+            .answer()
         }
         .instrument(span)
     }))

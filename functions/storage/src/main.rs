@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use stratus_contracts::config::Config;
 use stratus_store::Store;
 
 // One event at a time, as Lambda hands them over.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let config = Config::from_env()?;
+    let config = stratus_secrets::aws_refs::config_from_env().await?;
     let store = Arc::new(Store::open(&config.store, &config.table_prefix).await?);
     stratus_messaging::function::run("storage", stratus_fn_storage::handlers(store)).await
 }

@@ -14,6 +14,12 @@
 //! | `STRATUS_BROKER_WAIT_MS` | the longest any one wait on the broker may take (connecting, a confirm, an ack) | `2000` |
 //! | `STRATUS_AMQP_HEARTBEAT` | AMQP heartbeat asked for, in seconds: a silent broker is given up after twice this | `10` |
 //! | `STRATUS_SECRET_KEY` | the key secrets are sealed with: `file:PATH` or `kms:BLOB` | `file:$STRATUS_HOME/secret.key` |
+//! | `STRATUS_AMQP_CREDENTIALS` | on AWS: `secretsmanager:ARN`, the broker's user and password, put into `STRATUS_AMQP_URL` | unset |
+//!
+//! On AWS, `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN` and `STRATUS_SECRET_KEY` may
+//! be `ssm:NAME` references: a process resolves them (and
+//! `STRATUS_AMQP_CREDENTIALS`) once at start, with
+//! `stratus_secrets::aws_refs::config_from_env`, before this module reads them.
 
 use std::path::PathBuf;
 
@@ -42,6 +48,7 @@ pub const DEFAULT_BROKER_WAIT: std::time::Duration = std::time::Duration::from_m
 /// broker's own default of 60 s would take two minutes).
 pub const DEFAULT_AMQP_HEARTBEAT_S: u16 = 10;
 pub const ENV_SECRET_KEY: &str = "STRATUS_SECRET_KEY";
+pub const ENV_AMQP_CREDENTIALS: &str = "STRATUS_AMQP_CREDENTIALS";
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
 

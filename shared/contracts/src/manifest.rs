@@ -39,6 +39,29 @@ pub struct Function {
     /// The most instances at once (reserved concurrency).
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    /// The platform resources the function reaches. On AWS its IAM role
+    /// grants exactly these (terraform/modules/function); the local runner
+    /// gives every function the whole configuration.
+    #[serde(default)]
+    pub uses: Vec<Use>,
+}
+
+/// A platform resource a function reaches, and so may be granted on AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Use {
+    /// The data service's DynamoDB table and its indexes.
+    Table,
+    /// The broker: its credentials (a Secrets Manager secret), to publish or declare.
+    Broker,
+    /// Consul: its address and ACL token (SSM parameters).
+    Consul,
+    /// The key that seals secrets at rest: its KMS-encrypted data key (an SSM parameter), decrypted by KMS.
+    SecretKey,
+    /// Makes that data key once, when it is missing (KMS GenerateDataKeyWithoutPlaintext, SSM PutParameter).
+    SecretKeyCreate,
+    /// Writes the root admin's API keys to their Secrets Manager secret.
+    AdminKeys,
 }
 
 fn default_timeout() -> u32 {
@@ -180,6 +203,10 @@ impl Manifest {
             }
             if f.triggers.is_empty() {
                 return Err(invalid(at("triggers"), "needs at least one trigger".into()));
+            }
+            let distinct: std::collections::HashSet<_> = f.uses.iter().collect();
+            if distinct.len() != f.uses.len() {
+                return Err(invalid(at("uses"), "names a resource twice".into()));
             }
             for (j, t) in f.triggers.iter().enumerate() {
                 let at = |field: &str| format!("functions[{i}] ({}).triggers[{j}].{field}", f.name);

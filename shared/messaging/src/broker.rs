@@ -140,6 +140,25 @@ fn exchange_kind(k: Kind) -> ExchangeKind {
     }
 }
 
+/// Connects, declares the whole topology (bounded: ten broker waits), and
+/// closes: what the local runner does at start and the bootstrap function
+/// does on AWS, where a new broker is empty.
+pub async fn declare_all(
+    config: &Config,
+    topology: &Topology,
+    connection_name: &str,
+) -> Result<(), BrokerError> {
+    let connection = connect(config, connection_name).await?;
+    let declared = within(
+        config.broker_wait * 10,
+        "the topology's declarations",
+        declare_topology(&connection, topology),
+    )
+    .await;
+    close(&connection, config.broker_wait, "declared").await;
+    declared
+}
+
 /// Declares every exchange, delay tier, queue and binding. Safe to repeat.
 /// A queue that exists with other arguments is reported by name (the broker
 /// closes the channel, so each declaration here uses a fresh one).

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use stratus_contracts::config::Config;
 
 use crate::broker;
 use crate::harness::{BatchReport, Handlers, Harness};
@@ -12,8 +11,11 @@ use crate::publisher::Publisher;
 use crate::rmq_event::RmqEvent;
 
 /// The harness of function `name`, configured from the environment.
-pub fn harness(name: &str, handlers: Handlers) -> Result<Arc<Harness>, lambda_runtime::Error> {
-    let config = Config::from_env()?;
+pub async fn harness(
+    name: &str,
+    handlers: Handlers,
+) -> Result<Arc<Harness>, lambda_runtime::Error> {
+    let config = stratus_secrets::aws_refs::config_from_env().await?;
     let topology = Arc::new(broker::topology(&config)?);
     let publisher = Publisher::new(config, topology, &format!("stratus-fn-{name}"));
     Ok(Arc::new(Harness::new(handlers, publisher)))
@@ -22,7 +24,7 @@ pub fn harness(name: &str, handlers: Handlers) -> Result<Arc<Harness>, lambda_ru
 /// Runs `handlers` as the queue-triggered Lambda function `name` until the runtime stops.
 pub async fn run(name: &str, handlers: Handlers) -> Result<(), lambda_runtime::Error> {
     crate::logging::init();
-    let harness = harness(name, handlers)?;
+    let harness = harness(name, handlers).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<RmqEvent>| {
         let harness = harness.clone();
         async move {

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod outbox;
 pub mod publisher;
 pub mod rmq_event;
+pub mod schedule;
 pub mod step;
 
 pub use envelope::Envelope;

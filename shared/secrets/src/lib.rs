@@ -17,6 +17,7 @@
 //! - [`private`]: 0700 directories and 0600 files for everything that holds a
 //!   secret, and tightening of ones made with wider modes.
 
+pub mod aws_refs;
 pub mod private;
 pub mod traces;
 
@@ -396,18 +397,17 @@ impl KeyProvider for KmsDataKey {
             let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .load()
                 .await;
-            let answer = aws_sdk_kms::Client::new(&config)
-                .decrypt()
-                .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(blob))
-                .encryption_context(KMS_CONTEXT.0, KMS_CONTEXT.1)
-                .send()
-                .await
-                .map_err(|e| {
-                    SecretError::Kms(format!(
-                        "Decrypt: {}",
-                        aws_sdk_kms::error::DisplayErrorContext(e)
-                    ))
-                })?;
+            let answer = aws_refs::bounded(
+                "Decrypt",
+                aws_sdk_kms::Client::new(&config)
+                    .decrypt()
+                    .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(blob))
+                    .encryption_context(KMS_CONTEXT.0, KMS_CONTEXT.1)
+                    .send(),
+                |e| aws_sdk_kms::error::DisplayErrorContext(e).to_string(),
+            )
+            .await
+            .map_err(SecretError::Kms)?;
             let plain = answer
                 .plaintext
                 .ok_or_else(|| SecretError::Kms("Decrypt answered no plaintext".into()))?
