@@ -2,9 +2,12 @@
 # quorum queues, bindings) is declared by the bootstrap function's startup
 # invocation (functions.tf), since a new broker is empty.
 
-resource "random_password" "broker" {
-  length  = 32
-  special = false
+# The broker's password, made by Secrets Manager (no provider beyond aws).
+# A data source is read again at every plan, so what uses it ignores later
+# values: the first apply's password stays until it is rotated on purpose.
+data "aws_secretsmanager_random_password" "broker" {
+  password_length     = 32
+  exclude_punctuation = true
 }
 
 resource "aws_mq_broker" "this" {
@@ -26,7 +29,11 @@ resource "aws_mq_broker" "this" {
   # from the secret below.
   user {
     username = var.broker_username
-    password = random_password.broker.result
+    password = data.aws_secretsmanager_random_password.broker.random_password
+  }
+
+  lifecycle {
+    ignore_changes = [user]
   }
 
   logs {
@@ -43,7 +50,7 @@ resource "aws_mq_broker" "this" {
 # The broker credentials {"username","password"}: used by the event source
 # mappings (BASIC_AUTH) and by every function (STRATUS_AMQP_CREDENTIALS).
 resource "aws_secretsmanager_secret" "broker" {
-  #checkov:skip=CKV2_AWS_57:Rotation would have to change the broker's only user through the Amazon MQ API and every running consumer at once; rotate by replacing random_password.broker and applying.
+  #checkov:skip=CKV2_AWS_57:Rotation would have to change the broker's only user through the Amazon MQ API and every running consumer at once; rotate by changing the user's password with `aws mq update-user` and then the secret's value.
   name                    = "${var.name}/broker"
   description             = "Stratus ${var.name}: Amazon MQ for RabbitMQ credentials"
   kms_key_id              = aws_kms_key.stack.arn
@@ -54,8 +61,12 @@ resource "aws_secretsmanager_secret_version" "broker" {
   secret_id = aws_secretsmanager_secret.broker.id
   secret_string = jsonencode({
     username = var.broker_username
-    password = random_password.broker.result
+    password = data.aws_secretsmanager_random_password.broker.random_password
   })
+
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
 }
 
 # The manifest's queue triggers. One poller per RabbitMQ mapping: the

@@ -2075,8 +2075,21 @@ fn check_validate(dir: &Path) -> Result<Option<()>, String> {
     };
     // On a copy: init writes .terraform/ and a lock file.
     let copy = temp_copy(dir, "validate");
+    // Offline, the providers come from a local mirror: STRATUS_TF_PLUGIN_DIR,
+    // or /opt/tf-plugins where the machine image has one (hashicorp/aws).
+    let mirror = std::env::var_os("STRATUS_TF_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("/opt/tf-plugins")).filter(|p| p.is_dir()));
+    let mut init_args = vec!["init", "-backend=false", "-input=false", "-no-color"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    if let Some(m) = &mirror {
+        println!("terraform init: providers from the mirror {}", m.display());
+        init_args.push(format!("-plugin-dir={}", m.display()));
+    }
     let init = Command::new(&tf)
-        .args(["init", "-backend=false", "-input=false", "-no-color"])
+        .args(&init_args)
         .current_dir(&copy)
         .env("TF_IN_AUTOMATION", "1")
         .output()
@@ -2086,6 +2099,7 @@ fn check_validate(dir: &Path) -> Result<Option<()>, String> {
         let _ = std::fs::remove_dir_all(copy.parent().unwrap());
         let offline = [
             "Failed to query available provider packages",
+            "Failed to resolve provider packages",
             "Failed to install provider",
             "could not connect",
             "no such host",
