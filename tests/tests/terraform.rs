@@ -2428,3 +2428,79 @@ fn checkov_fails_on_an_unencrypted_log_group_and_a_skip_without_reason() {
     );
     cleanup(&copy);
 }
+
+/// The environment Terraform gives every function has the variables the local
+/// runner gives (`Config::to_env`), plus the broker credentials' reference
+/// that replaces the runner's plain URL with credentials, and nothing else.
+fn check_common_environment(dir: &Path) -> Vec<String> {
+    let files = match load_tf(dir) {
+        Ok(f) => f,
+        Err(p) => return p,
+    };
+    let env = decls(&files)
+        .into_iter()
+        .filter(|d| d.kind() == "locals")
+        .find_map(|d| d.attr("common_environment").cloned());
+    let Some(Expression::Object(object)) = env else {
+        return vec!["no locals { common_environment = { ... } } object in terraform/".into()];
+    };
+    let got: BTreeSet<String> = object
+        .keys()
+        .map(|k| match k {
+            hcl::expr::ObjectKey::Identifier(i) => i.to_string(),
+            hcl::expr::ObjectKey::Expression(e) => expr_text(e).trim_matches('"').to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    // Every variable the runner hands a function (with a Consul address, so
+    // the optional ones are there too).
+    let config = stratus_contracts::config::Config::from_lookup(|k| match k {
+        "CONSUL_HTTP_ADDR" => Some("127.0.0.1:8500".into()),
+        "CONSUL_HTTP_TOKEN" => Some("t".into()),
+        "HOME" => Some("/root".into()),
+        _ => None,
+    })
+    .unwrap();
+    let mut want: BTreeSet<String> = config.to_env().iter().map(|(k, _)| k.to_string()).collect();
+    want.insert(stratus_contracts::config::ENV_AMQP_CREDENTIALS.to_string());
+    let mut problems = Vec::new();
+    for missing in want.difference(&got) {
+        problems.push(format!(
+            "common_environment lacks {missing}, which the runner gives"
+        ));
+    }
+    for extra in got.difference(&want) {
+        problems.push(format!(
+            "common_environment sets {extra}, which Config does not read"
+        ));
+    }
+    println!(
+        "common_environment: {} variables, {} problems",
+        got.len(),
+        problems.len()
+    );
+    problems
+}
+
+#[test]
+fn every_function_gets_the_configuration_the_runner_gives() {
+    let problems = check_common_environment(&terraform_dir());
+    assert!(problems.is_empty(), "{problems:#?}");
+    // And the check fails on a drift: a variable dropped from the object.
+    let copy = temp_copy(&terraform_dir(), "env");
+    let main = copy.join("main.tf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let dropped: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("STRATUS_AMQP_HEARTBEAT"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(dropped, text);
+    std::fs::write(&main, dropped).unwrap();
+    let problems = check_common_environment(&copy);
+    let _ = std::fs::remove_dir_all(copy.parent().unwrap());
+    assert_eq!(
+        problems,
+        vec!["common_environment lacks STRATUS_AMQP_HEARTBEAT, which the runner gives".to_string()]
+    );
+}
