@@ -210,8 +210,9 @@ pub fn check_glibc(binary: &Path, limit: (u32, u32)) -> anyhow::Result<Option<(u
 }
 
 /// The packages of the workspace's binaries (`cargo metadata --no-deps`), and the target directory.
-fn cargo_metadata() -> anyhow::Result<(BTreeMap<String, String>, PathBuf)> {
+fn cargo_metadata(workdir: &Path) -> anyhow::Result<(BTreeMap<String, String>, PathBuf)> {
     let out = Command::new(cargo())
+        .current_dir(workdir)
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .output()
         .context("running `cargo metadata`")?;
@@ -291,6 +292,12 @@ pub fn package(args: PackageArgs) -> anyhow::Result<ExitCode> {
         bail!("{} names no function", args.manifest.display());
     }
     let triple = args.arch.triple();
+    // cargo runs where the manifest is (infra/, inside the workspace), so the
+    // command works from any directory.
+    let workdir = match args.manifest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     if args.arch == Arch::Arm64 {
         eprintln!("stratus-local package: arm64: {ARM64_NEEDS}");
     }
@@ -298,14 +305,15 @@ pub fn package(args: PackageArgs) -> anyhow::Result<ExitCode> {
     let bin_dir = if args.no_build {
         match &args.bin_dir {
             Some(d) => d.clone(),
-            None => cargo_metadata()?
+            None => cargo_metadata(&workdir)?
                 .1
                 .join(triple)
                 .join(profile_dir(&args.profile)),
         }
     } else {
-        let (bins, target) = cargo_metadata()?;
+        let (bins, target) = cargo_metadata(&workdir)?;
         let mut cmd = Command::new(cargo());
+        cmd.current_dir(&workdir);
         cmd.args(["build", "--profile", &args.profile, "--target", triple]);
         let mut packages: Vec<&str> = Vec::new();
         for f in &functions {
