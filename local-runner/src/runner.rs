@@ -211,14 +211,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let connection = broker::connect(&config, "stratus-local").await?;
-    broker::within(
-        config.broker_wait * 10,
-        "the topology's declarations",
-        broker::declare_topology(&connection, &topology),
-    )
-    .await?;
-    broker::close(&connection, config.broker_wait, "declared").await;
+    broker::declare_all(&config, &topology, "stratus-local").await?;
     // The state directory is the runner's user's alone: it holds the store
     // (every API key), cloudstack.ini and the tokens.
     stratus_secrets::private::home(&config.home)?;
