@@ -165,6 +165,22 @@ impl TestEnv {
 
     /// Ready messages in `queue`.
     pub async fn depth(&self, connection: &Connection, queue: &str) -> u32 {
+        self.passive_declare(connection, queue)
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    /// Whether `queue` exists in this test's vhost.
+    pub async fn queue_exists(&self, connection: &Connection, queue: &str) -> bool {
+        self.passive_declare(connection, queue).await.is_ok()
+    }
+
+    async fn passive_declare(
+        &self,
+        connection: &Connection,
+        queue: &str,
+    ) -> Result<lapin::Queue, lapin::Error> {
         let channel = connection.create_channel().await.unwrap();
         let q = channel
             .queue_declare(
@@ -175,10 +191,9 @@ impl TestEnv {
                 },
                 FieldTable::default(),
             )
-            .await
-            .unwrap();
+            .await;
         let _ = channel.close(200, "ok".into()).await;
-        q.message_count()
+        q
     }
 }
 

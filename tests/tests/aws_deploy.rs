@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use stratus_messaging::broker;
 use stratus_tests::{TestEnv, bin_dir, root};
@@ -65,24 +63,6 @@ fn invoke(env: &TestEnv, manifest: &Path, function: &str, event: &Value) -> (boo
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let answer = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.success(), answer, stderr)
-}
-
-async fn queue_exists(env: &TestEnv, queue: &str) -> bool {
-    let connection = env.connect().await;
-    let channel = connection.create_channel().await.unwrap();
-    let found = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .is_ok();
-    broker::close(&connection, env.config.broker_wait, "checked").await;
-    found
 }
 
 #[tokio::test]
@@ -141,7 +121,11 @@ async fn bootstrap_on_aws_declares_the_topology_and_keeps_secrets_in_ssm_and_sec
     );
 
     // A new broker is empty: the vhost has no queue before the bootstrap.
-    assert!(!queue_exists(&env, "stratus.fn.orchestrator").await);
+    let connection = env.connect().await;
+    assert!(
+        !env.queue_exists(&connection, "stratus.fn.orchestrator")
+            .await
+    );
     let event = json!({"declare_topology": true, "endpoint": "https://api.example/client/api"});
     let (ok, first, stderr) = invoke(&env, &manifest, "bootstrap", &event);
     assert!(ok, "bootstrap failed: {first} {stderr}");
@@ -150,12 +134,13 @@ async fn bootstrap_on_aws_declares_the_topology_and_keeps_secrets_in_ssm_and_sec
         stratus_contracts::topology::Topology::parse("builtin", broker::BUILTIN_TOPOLOGY).unwrap();
     for q in &topology.queues {
         assert!(
-            queue_exists(&env, &q.name).await,
+            env.queue_exists(&connection, &q.name).await,
             "queue {} was not declared",
             q.name
         );
     }
     println!("{} queues declared by the bootstrap", topology.queues.len());
+    broker::close(&connection, env.config.broker_wait, "checked").await;
 
     // The data key: made once, kept only KMS-encrypted, and KMS opens it
     // (with the secret box's encryption context).
