@@ -111,7 +111,8 @@ pub enum Trigger {
     /// reports ready (bootstrap). The event is `event` plus `endpoint`, the
     /// CloudStack API's URL; a string under a key ending in `_file` is a path
     /// relative to the manifest's directory. A failure stops the start. On
-    /// AWS the operator invokes the function once with the same event.
+    /// AWS Terraform invokes it once after apply (`aws_lambda_invocation.startup`,
+    /// terraform/functions.tf), with `zone_file` replaced by the zone itself.
     Startup {
         #[serde(default)]
         event: serde_json::Map<String, serde_json::Value>,
