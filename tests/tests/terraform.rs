@@ -7,7 +7,10 @@
 //!   placeholder ARNs, grants only what that function's `uses` allow, and all of it;
 //! - python-hcl2 parses every .tf, checkov finds no failed check, every skip has a reason;
 //! - `terraform fmt -check` and `terraform validate` when a terraform (or tofu) binary is
-//!   on PATH (SKIPPED otherwise, or validate alone when the providers can't be had).
+//!   on PATH (SKIPPED otherwise, or validate alone when the providers can't be had);
+//! - `terraform test` of terraform/tests/*.tftest.hcl (hashicorp/aws mocked: the real
+//!   evaluation of the configuration against infra/manifest.json), initialised like
+//!   validate; every root output must be in its no-secret assertion.
 //!
 //! Every check takes the terraform directory as a parameter and returns the problems it
 //! found, so the negative tests run the same checks on a modified temporary copy.
@@ -2057,7 +2060,10 @@ fn copy_dir(from: &Path, to: &Path) {
 /// A temporary copy of the terraform dir at <tmp>/terraform with ../infra and ../dist
 /// linked, as the real one sees them.
 fn temp_copy(dir: &Path, tag: &str) -> PathBuf {
-    let root = std::env::temp_dir().join(format!("stratus-tf-{tag}-{}", std::process::id()));
+    // Unique per call: tests run in parallel threads of one process.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let root = std::env::temp_dir().join(format!("stratus-tf-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     copy_dir(dir, &root.join("terraform"));
     for l in ["infra", "dist"] {
@@ -2066,17 +2072,17 @@ fn temp_copy(dir: &Path, tag: &str) -> PathBuf {
     root.join("terraform")
 }
 
-fn check_validate(dir: &Path) -> Result<Option<()>, String> {
+/// `terraform init` in a temporary copy of `dir` (init writes .terraform/ and a lock file).
+/// Offline, the providers come from a local mirror: STRATUS_TF_PLUGIN_DIR, or
+/// /opt/tf-plugins where the machine image has one (hashicorp/aws).
+/// Ok(None): skipped, the reason printed with `what`; Ok(Some((binary, copy))) to use and
+/// then remove with `cleanup`.
+fn init_copy(dir: &Path, tag: &str, what: &str) -> Result<Option<(PathBuf, PathBuf)>, String> {
     let Some(tf) = terraform_binary() else {
-        println!(
-            "SKIPPED: terraform validate: no terraform binary (neither terraform nor tofu on PATH)"
-        );
+        println!("SKIPPED: {what}: no terraform binary (neither terraform nor tofu on PATH)");
         return Ok(None);
     };
-    // On a copy: init writes .terraform/ and a lock file.
-    let copy = temp_copy(dir, "validate");
-    // Offline, the providers come from a local mirror: STRATUS_TF_PLUGIN_DIR,
-    // or /opt/tf-plugins where the machine image has one (hashicorp/aws).
+    let copy = temp_copy(dir, tag);
     let mirror = std::env::var_os("STRATUS_TF_PLUGIN_DIR")
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from("/opt/tf-plugins")).filter(|p| p.is_dir()));
@@ -2112,13 +2118,18 @@ fn check_validate(dir: &Path) -> Result<Option<()>, String> {
                 .find(|l| l.starts_with("Error:") || l.contains("Failed"))
                 .unwrap_or("")
                 .to_string();
-            println!(
-                "SKIPPED: terraform validate: terraform init cannot get the providers offline ({first})"
-            );
+            println!("SKIPPED: {what}: terraform init cannot get the providers offline ({first})");
             return Ok(None);
         }
         return Err(format!("terraform init failed: {err}"));
     }
+    Ok(Some((tf, copy)))
+}
+
+fn check_validate(dir: &Path) -> Result<Option<()>, String> {
+    let Some((tf, copy)) = init_copy(dir, "validate", "terraform validate")? else {
+        return Ok(None);
+    };
     let out = Command::new(&tf)
         .args(["validate", "-no-color"])
         .current_dir(&copy)
@@ -2139,6 +2150,177 @@ fn check_validate(dir: &Path) -> Result<Option<()>, String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// e. terraform test (terraform/tests/*.tftest.hcl, hashicorp/aws mocked)
+
+/// (major, minor) of `terraform version` / `tofu version`.
+fn terraform_version(tf: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(tf).arg("version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let re = regex::Regex::new(r"(?m)^(?:Terraform|OpenTofu) v(\d+)\.(\d+)").unwrap();
+    let c = re.captures(&text)?;
+    Some((c[1].parse().ok()?, c[2].parse().ok()?))
+}
+
+/// What `terraform test` reported.
+#[derive(Debug)]
+struct TfTest {
+    passed: u64,
+    failed: u64,
+    /// (run name, "pass" | "fail" | "skip" | ...), in the order they ran.
+    runs: Vec<(String, String)>,
+    asserts: usize,
+    secs: f64,
+}
+
+/// The `assert { ... }` blocks of terraform/tests/*.tftest.hcl.
+fn tftest_files(dir: &Path) -> Vec<(String, String)> {
+    let Ok(rd) = std::fs::read_dir(dir.join("tests")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = rd
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tftest.hcl"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `terraform test` in an initialised copy of `dir` (bounded: 15 minutes).
+/// Ok(None): skipped (printed); Err: a failed run, with terraform's output.
+fn check_terraform_test(dir: &Path) -> Result<Option<TfTest>, String> {
+    let files = tftest_files(dir);
+    if files.is_empty() {
+        return Err(format!("no tests/*.tftest.hcl under {}", dir.display()));
+    }
+    let asserts: usize = files
+        .iter()
+        .map(|(_, t)| t.lines().filter(|l| l.trim() == "assert {").count())
+        .sum();
+    if let Some(tf) = terraform_binary() {
+        // mock_provider: Terraform 1.7, OpenTofu 1.8.
+        let least = if tf.ends_with("tofu") { (1, 8) } else { (1, 7) };
+        match terraform_version(&tf) {
+            Some(v) if v >= least => {}
+            v => {
+                println!(
+                    "SKIPPED: terraform test: {} is {v:?}, mock_provider needs {least:?} or later",
+                    tf.display()
+                );
+                return Ok(None);
+            }
+        }
+    }
+    let Some((tf, copy)) = init_copy(dir, "tftest", "terraform test")? else {
+        return Ok(None);
+    };
+    // Output to files, not pipes: a failure prints whole values, and the wait is bounded.
+    let out_path = copy.parent().unwrap().join("tftest.out");
+    let started = std::time::Instant::now();
+    let mut child = Command::new(&tf)
+        .args(["test", "-no-color"])
+        .current_dir(&copy)
+        .env("TF_IN_AUTOMATION", "1")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(out_path.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap();
+    let limit = std::time::Duration::from_secs(900);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(out_path.with_extension("err")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(copy.parent().unwrap());
+    let Some(status) = status else {
+        return Err(format!(
+            "terraform test: still running after {}s, killed:\n{stdout}",
+            limit.as_secs()
+        ));
+    };
+    let run_re = regex::Regex::new(r#"(?m)^\s+run "([^"]+)"\.\.\. (\w+)"#).unwrap();
+    let runs: Vec<(String, String)> = run_re
+        .captures_iter(&stdout)
+        .map(|c| (c[1].to_string(), c[2].to_string()))
+        .collect();
+    let total_re =
+        regex::Regex::new(r"(?m)^(?:Success|Failure)! (\d+) passed, (\d+) failed").unwrap();
+    let (passed, failed) = total_re
+        .captures(&stdout)
+        .map(|c| (c[1].parse().unwrap(), c[2].parse().unwrap()))
+        .unwrap_or((0, 0));
+    println!(
+        "terraform test: exit {:?} in {secs:.1}s: {passed} passed, {failed} failed ({} runs, {asserts} assertions in {} file(s))",
+        status.code(),
+        runs.len(),
+        files.len()
+    );
+    for (name, result) in &runs {
+        println!("  run {name:?}: {result}");
+    }
+    let result = TfTest {
+        passed,
+        failed,
+        runs,
+        asserts,
+        secs,
+    };
+    if status.success() && result.failed == 0 && result.passed > 0 {
+        Ok(Some(result))
+    } else {
+        Err(format!(
+            "terraform test: exit {:?}, {} passed, {} failed, runs {:?}:\n{stdout}\n{stderr}",
+            status.code(),
+            result.passed,
+            result.failed,
+            result.runs
+        ))
+    }
+}
+
+/// Every root output is in the tests' list of outputs that must not hold the broker's
+/// password (`output.<name>` in a tftest file), so a new output is checked too.
+fn check_outputs_in_tftest(dir: &Path) -> Vec<String> {
+    let files = match load_tf(dir) {
+        Ok(f) => f,
+        Err(p) => return p,
+    };
+    let tests: String = tftest_files(dir).into_iter().map(|(_, t)| t).collect();
+    let outputs: Vec<String> = decls(&files)
+        .into_iter()
+        .filter(|d| d.kind() == "output" && d.file.module_dir().is_empty())
+        .map(|d| d.label(0).to_string())
+        .collect();
+    println!(
+        "root outputs: {}, each named in terraform/tests",
+        outputs.len()
+    );
+    outputs
+        .iter()
+        .filter(|o| {
+            !regex::Regex::new(&format!(r"\boutput\.{}\b", regex::escape(o)))
+                .unwrap()
+                .is_match(&tests)
+        })
+        .map(|o| format!("output {o:?} is not in terraform/tests' no-secret assertion"))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2503,4 +2685,64 @@ fn every_function_gets_the_configuration_the_runner_gives() {
         problems,
         vec!["common_environment lacks STRATUS_AMQP_HEARTBEAT, which the runner gives".to_string()]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// terraform test: the real evaluation, provider mocked (terraform/tests/*.tftest.hcl)
+
+#[test]
+fn terraform_test_with_the_provider_mocked() {
+    assert_none(
+        "outputs in terraform/tests",
+        &check_outputs_in_tftest(&terraform_dir()),
+    );
+    if let Some(r) = check_terraform_test(&terraform_dir()).unwrap() {
+        println!(
+            "terraform test: {} runs passed, {} failed, {} assertions, {:.1}s",
+            r.passed, r.failed, r.asserts, r.secs
+        );
+        assert!(r.runs.iter().all(|(_, res)| res == "pass"), "{r:?}");
+    }
+}
+
+/// The same checks fail on a broken copy: a configuration that stops declaring the
+/// topology fails the startup run (and only it), and a new output missing from the
+/// no-secret assertion is reported.
+#[test]
+fn terraform_test_fails_on_a_broken_copy() {
+    let copy = temp_copy(&terraform_dir(), "tftest-output");
+    let outputs = copy.join("outputs.tf");
+    let mut text = std::fs::read_to_string(&outputs).unwrap();
+    text.push_str("\noutput \"zz_new\" {\n  value = var.name\n}\n");
+    std::fs::write(&outputs, text).unwrap();
+    let p = check_outputs_in_tftest(&copy);
+    cleanup(&copy);
+    println!("a new output: {p:?}");
+    assert_eq!(
+        p,
+        vec!["output \"zz_new\" is not in terraform/tests' no-secret assertion".to_string()]
+    );
+
+    let copy = temp_copy(&terraform_dir(), "tftest-broken");
+    let functions = copy.join("functions.tf");
+    let text = std::fs::read_to_string(&functions).unwrap();
+    let broken = text.replace("declare_topology = true", "declare_topology = false");
+    assert_ne!(broken, text, "functions.tf sets declare_topology = true");
+    std::fs::write(&functions, broken).unwrap();
+    let result = check_terraform_test(&copy);
+    cleanup(&copy);
+    match result {
+        Ok(None) => {} // skipped, reason printed
+        Ok(Some(r)) => panic!("terraform test passed on a copy without declare_topology: {r:?}"),
+        Err(e) => {
+            let failed: Vec<&str> = e
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("run \""))
+                .filter(|l| l.ends_with("... fail"))
+                .collect();
+            println!("without declare_topology, failed runs: {failed:?}");
+            assert!(e.contains("declare_topology = true"), "{e}");
+            assert_eq!(failed, vec!["startup_invocation\"... fail"], "{e}");
+        }
+    }
 }

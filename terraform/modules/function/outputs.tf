@@ -32,3 +32,16 @@ output "policy_statements" {
   description = "The statements of the function's inline policy."
   value       = local.policy_statements
 }
+
+output "settings" {
+  description = "What the function is created with (terraform test asserts on it): memory, timeout, reserved concurrency, runtime, handler, architectures and the environment's variables (references only, nothing secret)."
+  value = {
+    memory_size                    = aws_lambda_function.this.memory_size
+    timeout                        = aws_lambda_function.this.timeout
+    reserved_concurrent_executions = aws_lambda_function.this.reserved_concurrent_executions
+    runtime                        = aws_lambda_function.this.runtime
+    handler                        = aws_lambda_function.this.handler
+    architectures                  = aws_lambda_function.this.architectures
+    environment                    = aws_lambda_function.this.environment[0].variables
+  }
+}
