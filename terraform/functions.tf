@@ -78,11 +78,16 @@ resource "aws_lambda_invocation" "startup" {
     input   = sha256(local.startup_inputs[each.key])
   }
 
+  # What the bootstrap reaches at start: the broker credentials' value (the
+  # function resolves STRATUS_AMQP_CREDENTIALS before anything else), the
+  # endpoints and the rules that let its HTTPS and AMQPS through.
   depends_on = [
     aws_apigatewayv2_stage.default,
+    aws_secretsmanager_secret_version.broker,
     aws_vpc_endpoint.interface,
     aws_vpc_endpoint.dynamodb,
     aws_vpc_security_group_ingress_rule.broker_from_functions,
+    aws_vpc_security_group_ingress_rule.endpoints_from_functions,
     aws_vpc_security_group_egress_rule.functions_to_broker,
     aws_vpc_security_group_egress_rule.functions_to_aws,
   ]

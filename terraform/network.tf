@@ -134,6 +134,16 @@ resource "aws_vpc_endpoint" "dynamodb" {
   service_name      = "com.amazonaws.${local.region}.dynamodb"
   vpc_endpoint_type = "Gateway"
   route_table_ids   = var.private_route_table_ids
+
+  # A gateway endpoint works only through the route tables it is added to:
+  # without them the functions cannot reach DynamoDB (no NAT), and the first
+  # thing to fail would be the bootstrap's invocation, after the broker.
+  lifecycle {
+    precondition {
+      condition     = length(var.private_route_table_ids) > 0
+      error_message = "create_vpc_endpoints needs private_route_table_ids: the route tables of the private subnets, where the DynamoDB gateway endpoint is added."
+    }
+  }
 }
 
 resource "aws_vpc_endpoint" "interface" {

@@ -248,6 +248,8 @@ variables {
   private_subnet_ids = ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]
   package_dir        = "tests/fixtures/lambda"
 
+  private_route_table_ids = ["rtb-0aaaaaaaaaaaaaaaa"]
+
   # Test-only inputs (not variables of the configuration): what to expect.
   manifest      = jsondecode(file("../infra/manifest.json"))
   zone          = jsondecode(file("../infra/simulator-zone.json"))
@@ -628,4 +630,15 @@ run "no_secret_in_outputs" {
     condition     = output.broker_endpoint == var.mock_endpoint && !strcontains(output.agent_host.STRATUS_AMQP_URL, "@")
     error_message = "The broker endpoint should be the plain amqps URL."
   }
+}
+
+# Without route tables the DynamoDB gateway endpoint would reach nothing.
+run "gateway_endpoint_needs_route_tables" {
+  command = plan
+
+  variables {
+    private_route_table_ids = []
+  }
+
+  expect_failures = [aws_vpc_endpoint.dynamodb]
 }
