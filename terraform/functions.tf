@@ -19,12 +19,11 @@ module "function" {
 
   reserve_concurrency = var.reserve_concurrency
 
-  # Every function gets every common variable (as under the local runner);
-  # IAM grants only what its uses list, so an unused reference is unreadable.
+  # The common variables, the references of what it uses (and may read), and
+  # its own manifest environment.
   environment = merge(
     local.common_environment,
-    contains(try(each.value.uses, []), "admin-keys") ? { STRATUS_ADMIN_KEYS_SECRET = aws_secretsmanager_secret.admin_keys.arn } : {},
-    contains(try(each.value.uses, []), "secret-key-create") ? { STRATUS_KMS_KEY_ID = aws_kms_key.stack.arn } : {},
+    merge([for u in try(each.value.uses, []) : lookup(local.use_environment, u, {})]...),
     try(each.value.environment, {}),
   )
 

@@ -35,21 +35,39 @@ locals {
 
   broker_endpoint = aws_mq_broker.this.instances[0].endpoints[0]
 
-  # The Config every function gets (shared/contracts/src/config.rs, Config::to_env);
-  # ssm: and secretsmanager: values are resolved by the process at start.
+  # The Config every function gets (shared/contracts/src/config.rs,
+  # Config::to_env), but for the references below.
   common_environment = {
-    STRATUS_AMQP_URL         = local.broker_endpoint
-    STRATUS_AMQP_CREDENTIALS = "secretsmanager:${aws_secretsmanager_secret.broker.arn}"
-    STRATUS_AMQP_VHOST       = var.broker_vhost
-    STRATUS_STORE            = "dynamodb:https://dynamodb.${local.region}.amazonaws.com"
-    STRATUS_TABLE_PREFIX     = var.table_prefix
-    STRATUS_HOME             = "/tmp/stratus"
-    STRATUS_EVENTS_EXCHANGE  = "cloudstack-events"
-    STRATUS_BROKER_WAIT_MS   = tostring(var.broker_wait_ms)
-    STRATUS_AMQP_HEARTBEAT   = "10"
-    STRATUS_SECRET_KEY       = "ssm:${local.secret_key_parameter}"
-    CONSUL_HTTP_ADDR         = "ssm:${var.consul_address_parameter}"
-    CONSUL_HTTP_TOKEN        = "ssm:${var.consul_token_parameter}"
+    STRATUS_AMQP_URL        = local.broker_endpoint
+    STRATUS_AMQP_VHOST      = var.broker_vhost
+    STRATUS_STORE           = "dynamodb:https://dynamodb.${local.region}.amazonaws.com"
+    STRATUS_TABLE_PREFIX    = var.table_prefix
+    STRATUS_HOME            = "/tmp/stratus"
+    STRATUS_EVENTS_EXCHANGE = "cloudstack-events"
+    STRATUS_BROKER_WAIT_MS  = tostring(var.broker_wait_ms)
+    STRATUS_AMQP_HEARTBEAT  = "10"
+  }
+
+  # The references (ssm:, secretsmanager:) and names a function gets only when
+  # its manifest `uses` lists the resource, which its role may then read: a
+  # process resolves every reference it is given, at start.
+  use_environment = {
+    "broker" = {
+      STRATUS_AMQP_CREDENTIALS = "secretsmanager:${aws_secretsmanager_secret.broker.arn}"
+    }
+    "consul" = {
+      CONSUL_HTTP_ADDR  = "ssm:${var.consul_address_parameter}"
+      CONSUL_HTTP_TOKEN = "ssm:${var.consul_token_parameter}"
+    }
+    "secret-key" = {
+      STRATUS_SECRET_KEY = "ssm:${local.secret_key_parameter}"
+    }
+    "secret-key-create" = {
+      STRATUS_KMS_KEY_ID = aws_kms_key.stack.arn
+    }
+    "admin-keys" = {
+      STRATUS_ADMIN_KEYS_SECRET = aws_secretsmanager_secret.admin_keys.arn
+    }
   }
 }
 

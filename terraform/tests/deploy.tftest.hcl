@@ -256,21 +256,28 @@ variables {
   mock_password = "MockBrokerPassword7f3a9c1e5d2b8a64"
   mock_endpoint = "amqps://b-0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b.mq.eu-west-1.amazonaws.com:5671"
 
-  # Config::to_env's variables, which every function gets.
+  # Config::to_env's variables that every function gets ...
   common_variables = [
-    "CONSUL_HTTP_ADDR",
-    "CONSUL_HTTP_TOKEN",
-    "STRATUS_AMQP_CREDENTIALS",
     "STRATUS_AMQP_HEARTBEAT",
     "STRATUS_AMQP_URL",
     "STRATUS_AMQP_VHOST",
     "STRATUS_BROKER_WAIT_MS",
     "STRATUS_EVENTS_EXCHANGE",
     "STRATUS_HOME",
-    "STRATUS_SECRET_KEY",
     "STRATUS_STORE",
     "STRATUS_TABLE_PREFIX",
   ]
+
+  # ... and those it gets only when its manifest `uses` lists the resource
+  # (its role may read only those).
+  use_variables = {
+    "broker"            = ["STRATUS_AMQP_CREDENTIALS"]
+    "consul"            = ["CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN"]
+    "secret-key"        = ["STRATUS_SECRET_KEY"]
+    "secret-key-create" = ["STRATUS_KMS_KEY_ID"]
+    "admin-keys"        = ["STRATUS_ADMIN_KEYS_SECRET"]
+    "table"             = []
+  }
 }
 
 run "functions" {
@@ -537,13 +544,12 @@ run "startup_invocation" {
 run "environment" {
   command = apply
 
-  # Each function: the common variables, plus only its own extras.
+  # Each function: the common variables, those of what it uses, and its own.
   assert {
     condition = alltrue([for f in var.manifest.functions : (
       sort(keys(module.function[f.name].settings.environment)) == sort(distinct(concat(
         var.common_variables,
-        contains(try(f.uses, []), "admin-keys") ? ["STRATUS_ADMIN_KEYS_SECRET"] : [],
-        contains(try(f.uses, []), "secret-key-create") ? ["STRATUS_KMS_KEY_ID"] : [],
+        flatten([for u in try(f.uses, []) : var.use_variables[u]]),
         keys(try(f.environment, {})),
       )))
     )])
@@ -558,27 +564,34 @@ run "environment" {
   }
 
   assert {
-    condition     = keys(module.function["bootstrap"].settings.environment) == sort(concat(var.common_variables, ["STRATUS_ADMIN_KEYS_SECRET", "STRATUS_KMS_KEY_ID"])) && keys(module.function["api"].settings.environment) == sort(var.common_variables)
-    error_message = "bootstrap should have the two extras, api none."
+    condition     = keys(module.function["fabric-monitor"].settings.environment) == sort(concat(var.common_variables, ["CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN"])) && keys(module.function["diag"].settings.environment) == sort(concat(var.common_variables, ["STRATUS_AMQP_CREDENTIALS"]))
+    error_message = "fabric-monitor should get Consul's references only, diag the broker's only."
   }
 
   # References only: the broker's URL carries no credentials.
   assert {
     condition = alltrue([for m in values(module.function) : (
       m.settings.environment.STRATUS_AMQP_URL == var.mock_endpoint &&
-      m.settings.environment.STRATUS_AMQP_CREDENTIALS == "secretsmanager:${aws_secretsmanager_secret.broker.arn}" &&
       m.settings.environment.STRATUS_AMQP_VHOST == "/" &&
       m.settings.environment.STRATUS_STORE == "dynamodb:https://dynamodb.eu-west-1.amazonaws.com" &&
       m.settings.environment.STRATUS_TABLE_PREFIX == "stratus_" &&
       m.settings.environment.STRATUS_HOME == "/tmp/stratus" &&
       m.settings.environment.STRATUS_EVENTS_EXCHANGE == "cloudstack-events" &&
       m.settings.environment.STRATUS_BROKER_WAIT_MS == "5000" &&
-      m.settings.environment.STRATUS_AMQP_HEARTBEAT == "10" &&
-      m.settings.environment.STRATUS_SECRET_KEY == "ssm:/stratus/secret-key" &&
-      m.settings.environment.CONSUL_HTTP_ADDR == "ssm:/stratus/consul/address" &&
-      m.settings.environment.CONSUL_HTTP_TOKEN == "ssm:/stratus/consul/token"
+      m.settings.environment.STRATUS_AMQP_HEARTBEAT == "10"
     )])
     error_message = "A common variable has an unexpected value: ${jsonencode(module.function["api"].settings.environment)}"
+  }
+
+  # The references name what the role may read.
+  assert {
+    condition = (
+      module.function["api"].settings.environment.STRATUS_AMQP_CREDENTIALS == "secretsmanager:${aws_secretsmanager_secret.broker.arn}" &&
+      module.function["api"].settings.environment.STRATUS_SECRET_KEY == "ssm:/stratus/secret-key" &&
+      module.function["api"].settings.environment.CONSUL_HTTP_ADDR == "ssm:/stratus/consul/address" &&
+      module.function["api"].settings.environment.CONSUL_HTTP_TOKEN == "ssm:/stratus/consul/token"
+    )
+    error_message = "api's references have unexpected values: ${jsonencode(module.function["api"].settings.environment)}"
   }
 
   assert {

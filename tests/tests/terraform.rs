@@ -2611,29 +2611,50 @@ fn checkov_fails_on_an_unencrypted_log_group_and_a_skip_without_reason() {
     cleanup(&copy);
 }
 
-/// The environment Terraform gives every function has the variables the local
-/// runner gives (`Config::to_env`), plus the broker credentials' reference
-/// that replaces the runner's plain URL with credentials, and nothing else.
+/// The environment Terraform gives the functions: `common_environment` (every
+/// function) and `use_environment` (per manifest use: the references only a
+/// function that uses the resource gets) hold, together, the variables the
+/// local runner gives (`Config::to_env`), plus the broker credentials'
+/// reference and the bootstrap's two names, and nothing else; and every use
+/// named there is one the manifest knows.
 fn check_common_environment(dir: &Path) -> Vec<String> {
     let files = match load_tf(dir) {
         Ok(f) => f,
         Err(p) => return p,
     };
-    let env = decls(&files)
-        .into_iter()
-        .filter(|d| d.kind() == "locals")
-        .find_map(|d| d.attr("common_environment").cloned());
-    let Some(Expression::Object(object)) = env else {
-        return vec!["no locals { common_environment = { ... } } object in terraform/".into()];
+    let local = |name: &str| {
+        decls(&files)
+            .into_iter()
+            .filter(|d| d.kind() == "locals")
+            .find_map(|d| d.attr(name).cloned())
     };
-    let got: BTreeSet<String> = object
-        .keys()
-        .map(|k| match k {
-            hcl::expr::ObjectKey::Identifier(i) => i.to_string(),
-            hcl::expr::ObjectKey::Expression(e) => expr_text(e).trim_matches('"').to_string(),
-            other => format!("{other:?}"),
-        })
-        .collect();
+    let key_text = |k: &hcl::expr::ObjectKey| match k {
+        hcl::expr::ObjectKey::Identifier(i) => i.to_string(),
+        hcl::expr::ObjectKey::Expression(e) => expr_text(e).trim_matches('"').to_string(),
+        other => format!("{other:?}"),
+    };
+    let (Some(Expression::Object(common)), Some(Expression::Object(by_use))) =
+        (local("common_environment"), local("use_environment"))
+    else {
+        return vec![
+            "no locals { common_environment = {...} use_environment = {...} } objects in terraform/"
+                .into(),
+        ];
+    };
+    let mut problems = Vec::new();
+    let mut got: BTreeSet<String> = common.keys().map(key_text).collect();
+    for (u, vars) in by_use.iter() {
+        let u = key_text(u);
+        if serde_json::from_value::<stratus_contracts::manifest::Use>(Json::String(u.clone()))
+            .is_err()
+        {
+            problems.push(format!("use_environment names {u:?}, not a manifest use"));
+        }
+        match vars {
+            Expression::Object(o) => got.extend(o.keys().map(key_text)),
+            _ => problems.push(format!("use_environment.{u} is not an object")),
+        }
+    }
     // Every variable the runner hands a function (with a Consul address, so
     // the optional ones are there too).
     let config = stratus_contracts::config::Config::from_lookup(|k| match k {
@@ -2645,19 +2666,20 @@ fn check_common_environment(dir: &Path) -> Vec<String> {
     .unwrap();
     let mut want: BTreeSet<String> = config.to_env().iter().map(|(k, _)| k.to_string()).collect();
     want.insert(stratus_contracts::config::ENV_AMQP_CREDENTIALS.to_string());
-    let mut problems = Vec::new();
+    want.insert(stratus_secrets::aws_refs::ENV_KMS_KEY_ID.to_string());
+    want.insert("STRATUS_ADMIN_KEYS_SECRET".to_string());
     for missing in want.difference(&got) {
         problems.push(format!(
-            "common_environment lacks {missing}, which the runner gives"
+            "the functions' environment lacks {missing}, which the runner gives"
         ));
     }
     for extra in got.difference(&want) {
         problems.push(format!(
-            "common_environment sets {extra}, which Config does not read"
+            "the functions' environment sets {extra}, which no Stratus process reads"
         ));
     }
     println!(
-        "common_environment: {} variables, {} problems",
+        "functions' environment: {} variables, {} problems",
         got.len(),
         problems.len()
     );
@@ -2683,7 +2705,10 @@ fn every_function_gets_the_configuration_the_runner_gives() {
     let _ = std::fs::remove_dir_all(copy.parent().unwrap());
     assert_eq!(
         problems,
-        vec!["common_environment lacks STRATUS_AMQP_HEARTBEAT, which the runner gives".to_string()]
+        vec![
+            "the functions' environment lacks STRATUS_AMQP_HEARTBEAT, which the runner gives"
+                .to_string()
+        ]
     );
 }
 
