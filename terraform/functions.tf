@@ -53,10 +53,18 @@ module "function" {
 # root admin's keys to the admin-keys secret. Invoked again when the package
 # (and so the compiled topology) or the event changes.
 locals {
+  # The zone without the admin's password: the input is kept in Terraform
+  # state, so the admin gets a password nobody knows and comes in with the
+  # API keys the bootstrap writes to Secrets Manager.
+  zone = jsondecode(file(local.zone_file))
+  startup_zone = merge(local.zone, {
+    admin = { for k, v in local.zone.admin : k => v if k != "password" }
+  })
+
   startup_inputs = {
     for name, s in local.startups : name => jsonencode(merge(
       { for k, v in s.event : k => v if k != "zone_file" },
-      { for k, v in s.event : "zone" => jsondecode(file(local.zone_file)) if k == "zone_file" },
+      { for k, v in s.event : "zone" => local.startup_zone if k == "zone_file" },
       {
         declare_topology = true
         endpoint         = local.api_url

@@ -147,7 +147,7 @@ resource "aws_vpc_endpoint" "dynamodb" {
 }
 
 resource "aws_vpc_endpoint" "interface" {
-  for_each = var.create_vpc_endpoints ? toset(["secretsmanager", "ssm", "kms", "sts", "lambda", "logs"]) : toset([])
+  for_each = var.create_vpc_endpoints ? toset(["secretsmanager", "ssm", "kms", "sts", "lambda", "logs", "xray"]) : toset([])
 
   vpc_id              = var.vpc_id
   service_name        = "com.amazonaws.${local.region}.${each.key}"

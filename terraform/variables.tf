@@ -111,7 +111,7 @@ variable "broker_username" {
 }
 
 variable "broker_vhost" {
-  description = "RabbitMQ virtual host (STRATUS_AMQP_VHOST and the event source mappings' VIRTUAL_HOST)."
+  description = "RabbitMQ virtual host (STRATUS_AMQP_VHOST and the event source mappings' VIRTUAL_HOST). A new Amazon MQ broker has only \"/\"; another must be made on the broker (its management API) before apply."
   type        = string
   default     = "/"
 }

@@ -524,7 +524,8 @@ run "startup_invocation" {
     condition = (
       jsondecode(aws_lambda_invocation.startup["bootstrap"].input).declare_topology == true &&
       !contains(keys(jsondecode(aws_lambda_invocation.startup["bootstrap"].input)), "zone_file") &&
-      jsondecode(aws_lambda_invocation.startup["bootstrap"].input).zone == var.zone &&
+      jsondecode(aws_lambda_invocation.startup["bootstrap"].input).zone == merge(var.zone, { admin = { for k, v in var.zone.admin : k => v if k != "password" } }) &&
+      !contains(keys(jsondecode(aws_lambda_invocation.startup["bootstrap"].input).zone.admin), "password") &&
       jsondecode(aws_lambda_invocation.startup["bootstrap"].input).endpoint == output.api_url
     )
     error_message = "The bootstrap's input should have declare_topology = true, the zone itself (no zone_file) and the API endpoint: ${aws_lambda_invocation.startup["bootstrap"].input}"

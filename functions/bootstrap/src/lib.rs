@@ -41,7 +41,11 @@ pub struct ZoneFile {
 #[serde(deny_unknown_fields)]
 pub struct AdminSpec {
     pub username: String,
-    pub password: String,
+    /// Absent (as on AWS, where the zone travels in the startup invocation's
+    /// input, which Terraform keeps in its state): a random password that
+    /// nobody knows, so the admin comes in with the API keys only.
+    #[serde(default)]
+    pub password: Option<String>,
     pub email: String,
     pub firstname: String,
     pub lastname: String,
@@ -276,7 +280,11 @@ pub async fn run(store: &Store, spec: &ZoneFile, secrets: &SecretBox) -> anyhow:
                     id: user_id,
                     account_id: account.id,
                     username: a.username.clone(),
-                    password_hash: password::hash(&a.password),
+                    password_hash: password::hash(
+                        a.password
+                            .as_deref()
+                            .unwrap_or(&uuid::Uuid::new_v4().simple().to_string()),
+                    ),
                     firstname: a.firstname.clone(),
                     lastname: a.lastname.clone(),
                     email: a.email.clone(),
@@ -566,6 +574,22 @@ mod tests {
         std::fs::remove_file(home.join("secret.key")).unwrap();
         assert!(store.secret_box(&source).await.is_err());
         let _ = std::fs::remove_dir_all(&home);
+    }
+
+    #[tokio::test]
+    async fn a_zone_without_the_admins_password_gives_one_nobody_knows() {
+        let store = store();
+        let mut zone: serde_json::Value = serde_json::from_str(DEFAULT_ZONE_FILE).unwrap();
+        let known = zone["admin"]["password"].as_str().unwrap().to_string();
+        zone["admin"].as_object_mut().unwrap().remove("password");
+        let spec = ZoneFile::parse("without password", &zone.to_string()).unwrap();
+        assert_eq!(spec.admin.password, None);
+        let outcome = run(&store, &spec, &secrets()).await.unwrap();
+        let user: Id<User> = outcome.admin_user_id.parse().unwrap();
+        let user = store.get(user).await.unwrap().unwrap().value;
+        assert!(!password::verify(&known, &user.password_hash));
+        assert!(!password::verify("", &user.password_hash));
+        assert!(outcome.keys_created);
     }
 
     #[tokio::test]

@@ -164,9 +164,6 @@ resource "aws_iam_role" "this" {
         Effect    = "Allow"
         Principal = { Service = "lambda.amazonaws.com" }
         Action    = "sts:AssumeRole"
-        Condition = {
-          StringEquals = { "aws:SourceAccount" = var.account_id }
-        }
       },
     ]
   })
