@@ -2754,6 +2754,16 @@ fn terraform_test_fails_on_a_broken_copy() {
     let broken = text.replace("declare_topology = true", "declare_topology = false");
     assert_ne!(broken, text, "functions.tf sets declare_topology = true");
     std::fs::write(&functions, broken).unwrap();
+    // Only the startup run is kept in the copy (the whole file takes a minute
+    // of the suite's time again): it must fail there.
+    let tftest = copy.join("tests/deploy.tftest.hcl");
+    let text = std::fs::read_to_string(&tftest).unwrap();
+    let mut parts = text.split("\nrun \"");
+    let head = parts.next().unwrap().to_string();
+    let startup = parts
+        .find(|p| p.starts_with("startup_invocation\""))
+        .expect("a run \"startup_invocation\" in terraform/tests/deploy.tftest.hcl");
+    std::fs::write(&tftest, format!("{head}\nrun \"{startup}")).unwrap();
     let result = check_terraform_test(&copy);
     cleanup(&copy);
     match result {
