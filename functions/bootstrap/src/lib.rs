@@ -37,7 +37,7 @@ pub struct ZoneFile {
     pub network_offerings: Vec<NetworkOfferingSpec>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSpec {
     pub username: String,
@@ -49,6 +49,19 @@ pub struct AdminSpec {
     pub email: String,
     pub firstname: String,
     pub lastname: String,
+}
+
+/// Without the password, so that no log line can show it.
+impl std::fmt::Debug for AdminSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSpec")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("email", &self.email)
+            .field("firstname", &self.firstname)
+            .field("lastname", &self.lastname)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,8 +2,10 @@
 //! event: `{"endpoint": "<CloudStack API URL>", "zone_file": "<path>"}` or
 //! `{"endpoint": ..., "zone": {...}}` (the zone file's contents); without
 //! either, the committed `infra/simulator-zone.json`. The local runner invokes
-//! it at start-up (a `startup` trigger); on AWS an operator invokes it once.
-//! It writes the admin's keys to `cloudstack.ini` (for `cs`, mode 0600)
+//! it at start-up (a `startup` trigger); on AWS Terraform invokes it after
+//! apply, with `"declare_topology": true` (a new broker is empty). On AWS
+//! (`STRATUS_ADMIN_KEYS_SECRET` set) it writes the admin's keys to that
+//! Secrets Manager secret; otherwise to `cloudstack.ini` (for `cs`, mode 0600)
 //! under `STRATUS_HOME` when that is set, and prints them once, at the run
 //! that made them, when its standard error is a terminal (the one that ran
 //! the first start; never a log file). Its answer carries no secret: an
@@ -96,7 +98,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                     "secretkey": outcome.secretkey,
                     "endpoint": endpoint,
                 });
-                aws.put_secret(arn, &keys.to_string())
+                // The API key changes whenever the secret key does.
+                let version = format!("{}|{}|{endpoint}", spec.admin.username, outcome.apikey);
+                aws.put_secret(arn, &keys.to_string(), &version)
                     .await
                     .map_err(|err| format!("writing the admin's keys to {arn}: {err}"))?;
                 answer["keys"] = json!(format!("in the Secrets Manager secret {arn}"));

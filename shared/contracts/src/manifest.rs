@@ -310,6 +310,14 @@ pub fn parse_rate(expression: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{expression:?}: the rate must be at least 1"));
     }
     let seconds = match (unit.trim(), n) {
+        // On AWS a schedule in seconds runs as a one-minute rule whose
+        // invocation repeats the tick every N s (terraform/manifest.tf), so N
+        // must divide the minute.
+        ("seconds", _) if n >= 60 || 60 % n != 0 => {
+            return Err(format!(
+                "{expression:?}: a rate in seconds must divide a minute (1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30); write a longer one in minutes"
+            ));
+        }
         ("second", 1) | ("seconds", 2..) => 1,
         ("minute", 1) | ("minutes", 2..) => 60,
         ("hour", 1) | ("hours", 2..) => 3600,
@@ -398,6 +406,13 @@ mod tests {
         assert_eq!(parse_rate("rate(1 second)").unwrap().as_secs(), 1);
         assert_eq!(parse_rate("rate(5 minutes)").unwrap().as_secs(), 300);
         assert!(parse_rate("rate(0 seconds)").is_err());
+        assert_eq!(parse_rate("rate(30 seconds)").unwrap().as_secs(), 30);
+        for bad in ["rate(7 seconds)", "rate(60 seconds)", "rate(120 seconds)"] {
+            assert!(
+                parse_rate(bad).unwrap_err().contains("divide a minute"),
+                "{bad}"
+            );
+        }
         assert!(parse_rate("cron(0 * * * ? *)").is_err());
     }
 }

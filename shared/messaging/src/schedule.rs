@@ -3,7 +3,8 @@
 //! The outbox relay runs every second, the fabric monitor every second and the
 //! orchestrator's sweep every five; EventBridge fires at most once a minute.
 //! On AWS such a schedule becomes `rate(1 minute)` whose event carries
-//! `detail.stratus_repeat = {every_ms, for_ms}` (terraform/triggers.tf), and
+//! `detail.stratus_repeat = {every_ms, for_ms}` (terraform/manifest.tf and
+//! schedules.tf), and
 //! the function repeats its tick every `every_ms` for `for_ms` within that one
 //! invocation ([`ticks`]), ending before its deadline. Under the local runner
 //! the event has no `stratus_repeat`, so each event is one tick, as before.
@@ -52,9 +53,9 @@ pub struct Ticks<T, E> {
 }
 
 /// Runs `tick` once, or, when `event` asks for a repeat, every period within
-/// its window, starting each tick on the period's grid (a slow tick delays
-/// the next, it does not shift the grid) and never starting one that could
-/// not end [`DEADLINE_MARGIN`] before `deadline`. A failed tick is logged and
+/// its window, starting each tick on the period's grid (a tick longer than
+/// the period skips the slots it overran; the grid does not shift) and never
+/// starting one that could not end [`DEADLINE_MARGIN`] before `deadline`. A failed tick is logged and
 /// the next one runs: one broker hiccup must not stop a minute of relaying.
 pub async fn ticks<T, E, F, Fut>(event: &Value, deadline: SystemTime, mut tick: F) -> Ticks<T, E>
 where
@@ -88,7 +89,10 @@ where
             failed += 1;
             tracing::warn!(tick = ran, error = %e, "a repeated tick failed; the next runs on time");
         }
-        let next = repeat.every * ran;
+        // The next slot of the grid after now: a tick longer than the period
+        // skips the slots it overran rather than running them back to back.
+        let slot = start.elapsed().as_millis() / repeat.every.as_millis() + 1;
+        let next = repeat.every * u32::try_from(slot).unwrap_or(u32::MAX);
         if next > last_start {
             tracing::debug!(ran, failed, "repeated ticks done");
             return Ticks { ran, failed, last };
@@ -182,6 +186,22 @@ mod tests {
         assert_eq!(t.failed, 6);
         assert_eq!(t.last, Ok(54));
         assert_eq!(start.elapsed(), Duration::from_secs(54));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_tick_skips_the_slots_it_overran() {
+        let far = SystemTime::now() + Duration::from_secs(600);
+        let start = tokio::time::Instant::now();
+        let starts = std::sync::Mutex::new(Vec::new());
+        // Period 1 s, window 10 s (last start at 9 s), each tick 2.5 s long.
+        let t = ticks(&event(1000, 10000), far, || async {
+            starts.lock().unwrap().push(start.elapsed().as_millis());
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            Ok::<_, String>(())
+        })
+        .await;
+        assert_eq!(*starts.lock().unwrap(), vec![0, 3000, 6000, 9000]);
+        assert_eq!(t.ran, 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -21,8 +21,9 @@ use stratus_contracts::config::{
     ENV_CONSUL_HTTP_TOKEN, ENV_SECRET_KEY,
 };
 
-/// The longest one call to SSM, Secrets Manager or KMS may take: the calls
-/// run at a cold start, inside the function's init phase (10 s on Lambda).
+/// The longest one call to SSM, Secrets Manager or KMS may take. The calls
+/// run at a cold start, in the function's init phase: Lambda gives it 10 s,
+/// and runs an init that overran again within the invocation's timeout.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The variables whose value may be an `ssm:` reference.
@@ -266,11 +267,13 @@ impl Aws {
         Ok(put.is_some())
     }
 
-    /// Writes a secret's value. The request token is derived from the value,
-    /// so writing the same value again makes no new version.
-    pub async fn put_secret(&self, arn: &str, value: &str) -> Result<(), String> {
+    /// Writes a secret's value. The request token (the version's id, which
+    /// more principals may see than the value) is derived from `version`, a
+    /// non-secret text that changes whenever the value does, so writing the
+    /// same value again makes no new version.
+    pub async fn put_secret(&self, arn: &str, value: &str, version: &str) -> Result<(), String> {
         use sha2::Digest;
-        let token: String = sha2::Sha256::digest(value.as_bytes())
+        let token: String = sha2::Sha256::digest(version.as_bytes())
             .iter()
             .take(24)
             .map(|b| format!("{b:02x}"))
