@@ -43,7 +43,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     } else {
         None
     };
-    let config = aws_refs::config_from_env().await?;
+    // Resolved with the clients just made, when there are any: one AWS
+    // configuration load per cold start.
+    let config = match &aws {
+        Some(aws) => aws_refs::config_from(env, aws).await?,
+        None => aws_refs::config_from_env().await?,
+    };
     let topology = Arc::new(stratus_messaging::broker::topology(&config)?);
     // The keys go to Secrets Manager on AWS, to cloudstack.ini (0600) locally.
     let write_ini = admin_keys_secret.is_none() && std::env::var_os("STRATUS_HOME").is_some();

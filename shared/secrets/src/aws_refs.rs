@@ -184,6 +184,13 @@ pub async fn config_from_env() -> Result<Config, RefError> {
     Ok(Config::from_lookup(|k| env.get(k).cloned())?)
 }
 
+/// The configuration in `env`, its references resolved with clients the
+/// caller already has (the bootstrap, which uses them again).
+pub async fn config_from(env: BTreeMap<String, String>, aws: &Aws) -> Result<Config, RefError> {
+    let env = resolve(env, aws).await?;
+    Ok(Config::from_lookup(|k| env.get(k).cloned())?)
+}
+
 /// The AWS clients the references are read with (region and credentials
 /// from the environment, as on Lambda).
 pub struct Aws {
