@@ -21,6 +21,20 @@ require_rust() {
 }
 
 apt_updated=no
+# Says how much disk is free where the build goes, and warns when it is less
+# than a clean test build takes (about 5 GB of target/, with the venvs): a
+# full disk otherwise shows only later, as a linker killed by SIGBUS.
+report_disk() {
+  local dir=$1 want_gb=$2 free_gb
+  mkdir -p "$dir"
+  free_gb=$(df -Pk "$dir" | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "$free_gb" -lt "$want_gb" ]; then
+    say "warning: only ${free_gb} GB free at $dir; a clean build of the tests takes about ${want_gb} GB"
+  else
+    say "${free_gb} GB free at $dir"
+  fi
+}
+
 apt_install() {
   # apt_install PACKAGE... : installs the Debian packages that are missing.
   local missing=()
