@@ -533,8 +533,7 @@ mod tests {
     use stratus_store::sqlite::SqliteStore;
 
     fn store() -> Store {
-        let path = std::env::temp_dir().join(format!("bootstrap-{}.db", Uuid::new_v4().simple()));
-        Store::new(Backend::Sqlite(SqliteStore::open(&path, "t_").unwrap()))
+        Store::new(Backend::Sqlite(SqliteStore::open_scratch("t_").unwrap()))
     }
 
     fn secrets() -> SecretBox {

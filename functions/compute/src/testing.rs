@@ -73,10 +73,8 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
-        let path =
-            std::env::temp_dir().join(format!("compute-{}.db", uuid::Uuid::new_v4().simple()));
         let store = Arc::new(Store::new(Backend::Sqlite(
-            SqliteStore::open(&path, "t_").unwrap(),
+            SqliteStore::open_scratch("t_").unwrap(),
         )));
         let mut fixture = Fixture::default();
         let zone = store

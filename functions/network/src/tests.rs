@@ -22,9 +22,8 @@ struct World {
 }
 
 async fn world_with(edit_zone: impl FnOnce(&mut Zone)) -> World {
-    let path = std::env::temp_dir().join(format!("network-{}.db", uuid::Uuid::new_v4().simple()));
     let store = Arc::new(Store::new(Backend::Sqlite(
-        SqliteStore::open(&path, "t_").unwrap(),
+        SqliteStore::open_scratch("t_").unwrap(),
     )));
     let f = Fixture::default();
     let mut zone = Zone {

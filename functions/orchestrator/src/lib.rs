@@ -329,9 +329,8 @@ mod tests {
     use stratus_store::sqlite::SqliteStore;
 
     async fn setup() -> (Arc<Store>, Account, Versioned<AsyncJob>) {
-        let path = std::env::temp_dir().join(format!("orch-{}.db", uuid::Uuid::new_v4().simple()));
         let store = Arc::new(Store::new(Backend::Sqlite(
-            SqliteStore::open(&path, "t_").unwrap(),
+            SqliteStore::open_scratch("t_").unwrap(),
         )));
         let f = Fixture::default();
         store

@@ -27,9 +27,8 @@ struct World {
 }
 
 async fn world() -> World {
-    let path = std::env::temp_dir().join(format!("saga-{}.db", uuid::Uuid::new_v4().simple()));
     let store = Arc::new(Store::new(Backend::Sqlite(
-        SqliteStore::open(&path, "t_").unwrap(),
+        SqliteStore::open_scratch("t_").unwrap(),
     )));
     let f = Fixture::default();
     let zone = store.create(&Zone::sample(&f)).await.unwrap().value;

@@ -25,10 +25,8 @@ pub struct World {
 
 impl World {
     pub async fn new() -> Self {
-        let path =
-            std::env::temp_dir().join(format!("storage-{}.db", uuid::Uuid::new_v4().simple()));
         let store = Arc::new(Store::new(Backend::Sqlite(
-            SqliteStore::open(&path, "t_").unwrap(),
+            SqliteStore::open_scratch("t_").unwrap(),
         )));
         let f = Fixture::default();
         store

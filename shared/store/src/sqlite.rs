@@ -35,6 +35,18 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     reader: Mutex<Connection>,
     table: String,
+    // Last, so that it is dropped after the connections are closed.
+    scratch: Option<ScratchDir>,
+}
+
+/// The directory of a scratch store (`SqliteStore::open_scratch`), removed
+/// with the store.
+struct ScratchDir(std::path::PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -79,6 +91,16 @@ fn connect(path: &Path) -> Result<Connection> {
 }
 
 impl SqliteStore {
+    /// A store in a fresh directory of the system's temporary directory,
+    /// removed, database and all, when the store is dropped: for tests and
+    /// benchmarks, which would otherwise leave a file behind on every run.
+    pub fn open_scratch(prefix: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("stratus-scratch-{}", Uuid::new_v4().simple()));
+        let mut store = Self::open(&dir.join("store.db"), prefix)?;
+        store.scratch = Some(ScratchDir(dir));
+        Ok(store)
+    }
+
     /// Opens (and creates, if needed) the store at `path`, its table named `<prefix>items`.
     /// Only its owner may read it: a directory made for it is 0700; the
     /// database is made (or tightened to) 0600 before SQLite opens it, so
@@ -141,6 +163,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             reader: Mutex::new(connect(path)?),
             table,
+            scratch: None,
         })
     }
 

@@ -28,9 +28,8 @@ pub fn secrets() -> Arc<SecretBox> {
 
 /// A store of its own, in a fresh SQLite file.
 pub fn store() -> Arc<Store> {
-    let path = std::env::temp_dir().join(format!("api-{}.db", uuid::Uuid::new_v4().simple()));
     Arc::new(Store::new(Backend::Sqlite(
-        SqliteStore::open(&path, "t_").unwrap(),
+        SqliteStore::open_scratch("t_").unwrap(),
     )))
 }
 
