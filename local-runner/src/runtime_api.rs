@@ -332,9 +332,8 @@ mod tests {
     /// nobody was waiting for it, and the pool replaces it.
     #[tokio::test]
     async fn an_init_failure_nobody_waited_for_fails_no_later_invocation() {
-        let dir =
-            std::env::temp_dir().join(format!("stratus-rtapi-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         let marker = dir.join("failed-once");
         // The first instance exits at once; the ones after it wait to be played.
         let shell = format!(

@@ -18,19 +18,17 @@ async fn stand_in(dir: &std::path::Path) -> (String, String) {
     (addr, token)
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("stratus-consul-{name}-{:08x}", rand_u32()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn rand_u32() -> u32 {
-    uuid::Uuid::new_v4().as_u128() as u32
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("stratus-consul-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stand_in_keeps_the_contract() {
-    let (addr, token) = stand_in(&temp_dir("contract")).await;
+    let dir = temp_dir("contract");
+    let (addr, token) = stand_in(dir.path()).await;
     contract::run_all(&Client::new(&addr, Some(token))).await;
 }
 
@@ -49,7 +47,8 @@ fn anonymous_denied(resource: &str, access: &str, name: &str) -> String {
 /// `ACL not found`; the token, however it is sent, may do everything.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stand_in_checks_consuls_acl_token() {
-    let (addr, token) = stand_in(&temp_dir("acl")).await;
+    let dir = temp_dir("acl");
+    let (addr, token) = stand_in(dir.path()).await;
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://{addr}/v1/{path}");
     let key = "stratus/config/global/default.page.size";
@@ -163,7 +162,8 @@ async fn a_real_consul_keeps_the_contract() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stand_ins_kv_survives_a_restart() {
-    let dir = temp_dir("persist");
+    let tmp = temp_dir("persist");
+    let dir = tmp.path().to_path_buf();
     let (addr, token) = stand_in(&dir).await;
     let c = Client::new(&addr, Some(token));
     assert!(
@@ -308,7 +308,8 @@ fn fixture(name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stand_ins_answers_have_consuls_documented_shapes() {
     use stratus_discovery::{Behavior, CheckDefinition, ServiceRegistration, SessionOptions};
-    let (addr, token) = stand_in(&temp_dir("shapes")).await;
+    let dir = temp_dir("shapes");
+    let (addr, token) = stand_in(dir.path()).await;
     let c = Client::new(&addr, Some(token.clone()));
     c.register_service(&ServiceRegistration {
         id: Some("stratus-agent-SimHost-c0-h0".into()),
@@ -434,7 +435,8 @@ async fn an_agent_outlives_an_unreachable_consul() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let dir = temp_dir("agent-unreachable");
+    let tmp = temp_dir("agent-unreachable");
+    let dir = tmp.path().to_path_buf();
     let token =
         stratus_local::secrets::load_or_create(&dir.join(stratus_local::consul::TOKEN_FILE))
             .unwrap();

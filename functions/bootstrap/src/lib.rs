@@ -542,7 +542,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_admins_secret_key_is_not_in_the_database_files() {
-        let db = std::env::temp_dir().join(format!("bootstrap-{}.db", Uuid::new_v4().simple()));
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("store.db");
         let store = Store::new(Backend::Sqlite(SqliteStore::open(&db, "t_").unwrap()));
         let spec = ZoneFile::parse("default", DEFAULT_ZONE_FILE).unwrap();
         let outcome = run(&store, &spec, &secrets()).await.unwrap();
@@ -555,7 +556,8 @@ mod tests {
 
     #[tokio::test]
     async fn plain_text_keys_from_before_are_sealed_and_scrubbed() {
-        let home = std::env::temp_dir().join(format!("bootstrap-{}", Uuid::new_v4().simple()));
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path();
         let db = home.join("stratus.db");
         let store = Store::new(Backend::Sqlite(SqliteStore::open(&db, "t_").unwrap()));
         // A store from before: the secret key in plain text, and no key file yet.
@@ -585,7 +587,6 @@ mod tests {
         // Sealed now: a lost key file is an error, never a fresh key.
         std::fs::remove_file(home.join("secret.key")).unwrap();
         assert!(store.secret_box(&source).await.is_err());
-        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[tokio::test]

@@ -433,10 +433,11 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn home() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("secrets-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn home() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("stratus-secrets-")
+            .tempdir()
+            .unwrap()
     }
 
     fn mode(p: &Path) -> u32 {
@@ -500,7 +501,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_key_file_is_made_private_once_and_read_back() {
-        let home = home().join("state");
+        let tmp = home();
+        let home = tmp.path().join("state");
         let path = default_key_file(&home);
         let made = SecretBox::load(&FileKey {
             path: path.clone(),
@@ -525,7 +527,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_key_file_is_a_clear_error() {
-        let home = home();
+        let tmp = home();
+        let home = tmp.path();
         let path = home.join("secret.key");
         let load = |may_create| {
             let p = FileKey {
@@ -591,7 +594,8 @@ mod tests {
 
     #[test]
     fn private_helpers_tighten_and_never_widen() {
-        let home = home();
+        let tmp = home();
+        let home = tmp.path();
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
         private::dir(&home).unwrap();
         assert_eq!(mode(&home), 0o700);

@@ -70,6 +70,7 @@ async fn a_bad_table_prefix_is_refused() {
         .err()
         .unwrap()
         .to_string();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
     assert!(e.contains("table prefix"), "{e}");
 }
 
