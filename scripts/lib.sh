@@ -73,36 +73,43 @@ ensure_rabbitmq() {
   fi
 }
 
-ensure_test_venv() {
-  # The Python tools the tests drive (the reference CloudStack client, moto's server).
+# Makes the venv at $1 and, when its requirements file $2 changed since the
+# last install there, installs it with "$3 VENV REQUIREMENTS".
+ensure_venv() {
+  local venv=$1 req=$2 install=$3
   apt_install python3-venv
-  local venv="$STRATUS_ROOT/.venv" req="$STRATUS_ROOT/tests/requirements.txt"
   [ -x "$venv/bin/python" ] || { say "creating $venv"; python3 -m venv "$venv"; }
   if [ ! -f "$venv/.requirements" ] || ! cmp -s "$req" "$venv/.requirements"; then
-    say "installing tests/requirements.txt into $venv"
-    "$venv/bin/pip" install -q -r "$req"
+    say "installing ${req#"$STRATUS_ROOT"/} into $venv"
+    "$install" "$venv" "$req"
     cp "$req" "$venv/.requirements"
   fi
-  export STRATUS_TEST_VENV="$venv"
+}
+
+pip_install_requirements() { "$1/bin/pip" install -q -r "$2"; }
+
+ensure_test_venv() {
+  # The Python tools the tests drive (the reference CloudStack client, moto's server).
+  ensure_venv "$STRATUS_ROOT/.venv" "$STRATUS_ROOT/tests/requirements.txt" pip_install_requirements
+  export STRATUS_TEST_VENV="$STRATUS_ROOT/.venv"
+}
+
+# checkov's bc-python-hcl2 and python-hcl2 install the same `hcl2` module, so
+# python-hcl2 goes to VENV/hcl2 (the tests put it on PYTHONPATH) and the other
+# lines into the venv.
+pip_install_iac_requirements() {
+  local venv=$1 req=$2
+  grep -v -E '^[[:space:]]*(#|$|python-hcl2)' "$req" >"$venv/.requirements-venv"
+  "$venv/bin/pip" install -q -r "$venv/.requirements-venv"
+  rm -rf "$venv/hcl2"
+  "$venv/bin/pip" install -q --target "$venv/hcl2" "$(grep -E '^python-hcl2' "$req")"
 }
 
 ensure_iac_venv() {
   # The Terraform checks' Python tools (tests/requirements-iac.txt: checkov, python-hcl2) in
-  # their own venv, .venv-iac: checkov's exact pins must not fight moto's in .venv. checkov's
-  # bc-python-hcl2 and python-hcl2 install the same `hcl2` module, so python-hcl2 goes to
-  # .venv-iac/hcl2 (the tests put it on PYTHONPATH) and the other lines into the venv.
-  apt_install python3-venv
-  local venv="$STRATUS_ROOT/.venv-iac" req="$STRATUS_ROOT/tests/requirements-iac.txt"
-  [ -x "$venv/bin/python" ] || { say "creating $venv"; python3 -m venv "$venv"; }
-  if [ ! -f "$venv/.requirements" ] || ! cmp -s "$req" "$venv/.requirements"; then
-    say "installing tests/requirements-iac.txt into $venv"
-    grep -v -E '^[[:space:]]*(#|$|python-hcl2)' "$req" >"$venv/.requirements-venv"
-    "$venv/bin/pip" install -q -r "$venv/.requirements-venv"
-    rm -rf "$venv/hcl2"
-    "$venv/bin/pip" install -q --target "$venv/hcl2" "$(grep -E '^python-hcl2' "$req")"
-    cp "$req" "$venv/.requirements"
-  fi
-  export STRATUS_IAC_VENV="$venv"
+  # their own venv, .venv-iac: checkov's exact pins must not fight moto's in .venv.
+  ensure_venv "$STRATUS_ROOT/.venv-iac" "$STRATUS_ROOT/tests/requirements-iac.txt" pip_install_iac_requirements
+  export STRATUS_IAC_VENV="$STRATUS_ROOT/.venv-iac"
 }
 
 ensure_moto() {
