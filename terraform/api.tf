@@ -76,4 +76,8 @@ resource "aws_lambda_permission" "api" {
   principal      = "apigateway.amazonaws.com"
   source_arn     = "${aws_apigatewayv2_api.http.execution_arn}/*/*"
   source_account = local.account_id
+
+  # Requests reach the API once the bootstrap has made the secret key's
+  # parameter, which the API resolves at start (as the queue triggers wait).
+  depends_on = [aws_lambda_invocation.startup]
 }

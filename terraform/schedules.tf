@@ -28,6 +28,10 @@ resource "aws_cloudwatch_event_target" "schedule" {
       input_template = "{\"id\": <id>, \"time\": <time>, \"source\": \"aws.events\", \"detail-type\": \"Scheduled Event\", \"detail\": {\"stratus_repeat\": {\"every_ms\": ${input_transformer.value.every_ms}, \"for_ms\": ${input_transformer.value.for_ms}}}}"
     }
   }
+
+  # Ticks start once the bootstrap has declared the broker's topology, which
+  # the relay and the orchestrator's sweep publish to (as the queue triggers wait).
+  depends_on = [aws_lambda_invocation.startup]
 }
 
 resource "aws_lambda_permission" "schedule" {

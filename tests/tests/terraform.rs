@@ -2372,6 +2372,52 @@ fn terraform_fmt_and_validate_when_a_binary_is_on_path() {
     check_validate(&terraform_dir()).unwrap();
 }
 
+/// Nothing invokes a function before the startup invocation (the bootstrap) has
+/// declared the broker's topology and made the secret key's parameter: every
+/// resource that starts invocations (queue triggers, schedule targets, the
+/// permission that lets API Gateway in) depends on it.
+fn check_startup_first(dir: &Path) -> Vec<String> {
+    let files = match load_tf(dir) {
+        Ok(f) => f,
+        Err(p) => return p,
+    };
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for d in decls(&files) {
+        let starts_invocations = match (d.kind(), d.label(0)) {
+            ("resource", "aws_lambda_event_source_mapping" | "aws_cloudwatch_event_target") => true,
+            // EventBridge invokes through the target above; API Gateway through
+            // the route, once this permission lets it.
+            ("resource", "aws_lambda_permission") => d
+                .attr_text("principal")
+                .contains("apigateway.amazonaws.com"),
+            _ => false,
+        };
+        if !starts_invocations {
+            continue;
+        }
+        seen += 1;
+        if !d
+            .attr_text("depends_on")
+            .contains("aws_lambda_invocation.startup")
+        {
+            problems.push(format!(
+                "{}: may invoke a function before the startup invocation (no depends_on aws_lambda_invocation.startup)",
+                d.at()
+            ));
+        }
+    }
+    if seen == 0 {
+        problems.push("no resource that invokes a function was found".into());
+    }
+    problems
+}
+
+#[test]
+fn nothing_invokes_a_function_before_the_startup_invocation() {
+    assert_none("startup first", &check_startup_first(&terraform_dir()));
+}
+
 // ---------------------------------------------------------------------------------------
 // Negative tests: the same checks fail on broken copies.
 
@@ -2549,6 +2595,27 @@ fn iam_fails_on_an_extra_or_missing_grant() {
     assert!(
         p.iter()
             .any(|m| m.starts_with("function api: uses table but dynamodb:Query")),
+        "{p:?}"
+    );
+    cleanup(&copy);
+}
+
+#[test]
+fn the_startup_check_fails_when_a_trigger_does_not_wait() {
+    let copy = temp_copy(&terraform_dir(), "startup-first");
+    let api = copy.join("api.tf");
+    let text = std::fs::read_to_string(&api).unwrap();
+    let without = text.replace("depends_on = [aws_lambda_invocation.startup]", "");
+    assert_ne!(
+        text, without,
+        "api.tf's permission waits for the startup invocation"
+    );
+    std::fs::write(&api, without).unwrap();
+    let p = check_startup_first(&copy);
+    println!("startup check on a copy whose API permission does not wait: {p:?}");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("aws_lambda_permission") && p[0].contains("api"),
         "{p:?}"
     );
     cleanup(&copy);
